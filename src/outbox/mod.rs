@@ -1,0 +1,625 @@
+//! The persisted state machine: the outbox table, enqueue in the caller's transaction, and the
+//! store that claims and completes rows on PostgreSQL or SQLite.
+//!
+//! Everything a relay does to a row goes through [`Store`]: [`Store::claim`] takes due rows (and
+//! rows whose lease expired) in one statement, marking them `sending` under a fresh claim token
+//! and a lease measured on the database's clock; [`Store::complete`] records the outcomes of a
+//! batch in one transaction, and refuses any completion whose token no longer matches (the lease
+//! was lost and someone else owns the row now).
+
+mod enqueue;
+mod pg;
+mod sqlite;
+pub mod state;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use enqueue::{enqueue, EnqueueConn, Enqueued, MAX_PAYLOAD_BYTES};
+pub use state::{Outcome, State};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DATABASE_URL is not usable: {0}")]
+    BadUrl(String),
+    #[error("cannot connect to the database at {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("applying migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid intent: {0}")]
+    InvalidIntent(String),
+    #[error("no outbox row with id {0}")]
+    NotFound(i64),
+    #[error("outbox row {id} is {state}: {why}")]
+    WrongState { id: i64, state: State, why: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the error is the database being unreachable (worth a reconnect with backoff) rather
+    /// than a statement the database refused.
+    pub fn is_connection(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Which database a store talks to, parsed from `DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `postgres://` or `postgresql://` (kept whole: it may carry a password, so Debug hides it).
+    Postgres(String),
+    /// A SQLite file path (`sqlite:ferry.db`, `sqlite://ferry.db`, or a bare `*.db` path).
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    /// The default: a SQLite file `ferry.db` in the working directory.
+    pub fn default_sqlite() -> Self {
+        DatabaseUrl::Sqlite("ferry.db".into())
+    }
+
+    /// The URL as shown to people: the password, if any, replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(p) => format!("sqlite:{p}"),
+            DatabaseUrl::Postgres(u) => redact_url(u),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(StoreError::BadUrl(
+                "it is empty (unset it to use the default SQLite file ferry.db)".into(),
+            ));
+        }
+        if let Some(rest) = s
+            .strip_prefix("postgres://")
+            .or_else(|| s.strip_prefix("postgresql://"))
+        {
+            if rest.is_empty() || rest.starts_with('/') && rest.len() == 1 {
+                return Err(StoreError::BadUrl(format!(
+                    "'{}' names no host",
+                    redact_url(s)
+                )));
+            }
+            sqlx::postgres::PgConnectOptions::from_str(s)
+                .map_err(|e| StoreError::BadUrl(format!("'{}': {e}", redact_url(s))))?;
+            return Ok(DatabaseUrl::Postgres(s.to_string()));
+        }
+        if let Some(rest) = s.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let path = path.split('?').next().unwrap_or("");
+            if path.is_empty() {
+                return Err(StoreError::BadUrl(format!("'{s}' names no file")));
+            }
+            return Ok(DatabaseUrl::Sqlite(path.to_string()));
+        }
+        if !s.contains("://") && (s.ends_with(".db") || s.ends_with(".sqlite")) {
+            return Ok(DatabaseUrl::Sqlite(s.to_string()));
+        }
+        Err(StoreError::BadUrl(format!(
+            "'{}' is neither postgres://… nor sqlite:… (examples: postgres://user@127.0.0.1:5432/app, sqlite:ferry.db)",
+            redact_url(s)
+        )))
+    }
+}
+
+/// Replace the password of `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let after = &url[scheme_end + 3..];
+    let auth_end = after.find('/').unwrap_or(after.len());
+    let authority = &after[..auth_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}://{}:***@{}",
+                    &url[..scheme_end],
+                    &userinfo[..colon],
+                    &after[at + 1..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: DatabaseUrl,
+    /// PostgreSQL schema holding Ferry's tables (`search_path`); `None` uses the server default.
+    /// Lets several Ferry installations (or parallel tests) share one database.
+    pub schema: Option<String>,
+    /// Pool size. Relays need a few connections: claims, completions, lease renewals, and one
+    /// more for LISTEN on PostgreSQL.
+    pub max_connections: u32,
+    /// How long to wait for the database when opening a connection.
+    pub connect_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(url: DatabaseUrl) -> Self {
+        StoreConfig {
+            url,
+            schema: None,
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A row taken by [`Store::claim`]: the relay holds it until the lease expires.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub workflow: String,
+    pub key: String,
+    /// The payload as JSON text.
+    pub payload: String,
+    /// This attempt's number within the current budget (1 for the first).
+    pub attempt: i32,
+    /// The claim token that completion must present.
+    pub token: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What one attempt looked like, for `ferry_attempts`.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub started_at: DateTime<Utc>,
+    pub duration: Duration,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    /// A bounded excerpt of the response body.
+    pub response_excerpt: Option<String>,
+}
+
+/// SQL a workflow runs in the transaction that marks a row done, with named parameters
+/// (`:key`, `:outbox_id`, `:response`, `:status`, `:attempt`) already rewritten per backend.
+#[derive(Debug, Clone)]
+pub struct OnDoneSql {
+    /// The workflow's SQL as written, for messages.
+    pub text: String,
+    /// `$1…` form for PostgreSQL.
+    pub postgres: String,
+    /// `?1…` form for SQLite.
+    pub sqlite: String,
+    /// Parameter names in positional order.
+    pub params: Vec<&'static str>,
+}
+
+/// The outcome of one claimed row, ready to be recorded.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: i64,
+    pub token: Uuid,
+    pub key: String,
+    pub attempt: i32,
+    pub outcome: Outcome,
+    /// `None` when nothing was attempted ([`Outcome::Release`], or a row dead before sending).
+    pub record: Option<AttemptRecord>,
+    pub on_done: Option<Arc<OnDoneSql>>,
+}
+
+/// What [`Store::complete`] did with one completion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// The outcome was recorded.
+    Accepted,
+    /// The claim token no longer matched: the lease was lost and another relay (or an operator
+    /// reset) owns the row now. Nothing but the attempt's history was written.
+    Stale,
+    /// The target accepted the document but the workflow's on-done SQL failed; the row is `dead`
+    /// with that reason so an operator can fix the SQL and reset it.
+    OnDoneFailed(String),
+}
+
+/// One line of the `ferry_status` view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusLine {
+    pub workflow: String,
+    pub state: String,
+    pub rows: i64,
+    pub oldest_due_age_s: f64,
+}
+
+/// A whole outbox row, for `ferry show` and `ferry list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub workflow: String,
+    pub key: String,
+    pub state: String,
+    pub attempts: i32,
+    pub due_at: String,
+    pub last_error: Option<String>,
+    pub last_status: Option<i32>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub done_at: Option<String>,
+    pub payload: String,
+}
+
+/// One line of `ferry_attempts`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptLine {
+    pub attempt: i32,
+    pub started_at: String,
+    pub duration_ms: f64,
+    pub outcome: String,
+    pub http_status: Option<i32>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// Filter for [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<State>,
+    pub workflow: Option<String>,
+    pub limit: i64,
+}
+
+// One store per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum Backend {
+    Postgres(pg::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// The outbox on one database. Cheap to clone (pools are shared).
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    url: DatabaseUrl,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &$self.backend {
+            Backend::Postgres($s) => $e,
+            Backend::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Open a pool on the configured database. Does not apply migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::Connect`] naming the (redacted) database when it cannot be reached.
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let backend = match &config.url {
+            DatabaseUrl::Postgres(_) => Backend::Postgres(pg::PgStore::open(config).await?),
+            DatabaseUrl::Sqlite(_) => Backend::Sqlite(sqlite::SqliteStore::open(config).await?),
+        };
+        Ok(Store {
+            backend,
+            url: config.url.clone(),
+        })
+    }
+
+    /// Open with defaults from a URL string.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::open(&StoreConfig::new(url.parse()?)).await
+    }
+
+    /// The database this store talks to (password redacted in Display/Debug).
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The PostgreSQL pool, for callers that enqueue in their own transactions.
+    pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.backend {
+            Backend::Postgres(s) => Some(&s.pool),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pool. Transactions on it that insert outbox rows wake this process's idle
+    /// relays the moment they commit.
+    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.backend {
+            Backend::Sqlite(s) => Some(&s.pool),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Apply the backend's migrations (idempotent; safe to run from several relays at once).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// Enqueue on a pooled connection of its own (outside any business transaction). To enqueue
+    /// atomically with a business change use [`enqueue`] with the caller's transaction.
+    pub async fn enqueue(
+        &self,
+        workflow: &str,
+        key: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Enqueued, StoreError> {
+        match &self.backend {
+            Backend::Postgres(s) => {
+                let mut conn = s.pool.acquire().await?;
+                enqueue(&mut *conn, workflow, key, payload).await
+            }
+            Backend::Sqlite(s) => {
+                let mut conn = s.pool.acquire().await?;
+                enqueue(&mut *conn, workflow, key, payload).await
+            }
+        }
+    }
+
+    /// Claim up to `limit` due rows: rows in `pending` or `retry_wait` whose `due_at` has passed,
+    /// and rows in `sending` whose lease expired (their relay died). Each is moved to `sending`
+    /// with one new claim token, its attempt counted, and a lease of `lease` from the database's
+    /// now. Rows of workflows in `skip` (targets known to be down) are left alone.
+    pub async fn claim(
+        &self,
+        limit: u32,
+        lease: Duration,
+        skip: &[String],
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let token = Uuid::new_v4();
+        dispatch!(self, s => s.claim(limit, lease, skip, token).await)
+    }
+
+    /// Record a batch of outcomes in one transaction. A completion whose claim token no longer
+    /// matches the row (lease lost) changes nothing but the attempt history and comes back
+    /// [`Recorded::Stale`]. The result is in the order of `batch`.
+    pub async fn complete(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, s => s.complete(batch).await)
+    }
+
+    /// Push the lease of rows this relay still holds `lease` past the database's now. Returns how
+    /// many rows were still held.
+    pub async fn extend_leases(
+        &self,
+        held: &[(i64, Uuid)],
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self, s => s.extend(held, lease).await)
+    }
+
+    /// A waiter that returns when new intents may be due: LISTEN/NOTIFY on PostgreSQL (unless
+    /// `listen` is false: connection poolers in transaction mode drop notifications), commit
+    /// hooks and `PRAGMA data_version` on SQLite.
+    pub async fn waiter(&self, listen: bool) -> Result<Waiter, StoreError> {
+        Ok(match &self.backend {
+            Backend::Postgres(s) => Waiter::Postgres(s.waiter(listen).await?),
+            Backend::Sqlite(s) => Waiter::Sqlite(s.waiter()),
+        })
+    }
+
+    /// Wake this process's idle relays (after an enqueue that bypassed the store's pool).
+    pub fn wake(&self) {
+        if let Backend::Sqlite(s) = &self.backend {
+            s.wake.notify_waiters();
+        }
+    }
+
+    /// The `ferry_status` view.
+    pub async fn status(&self) -> Result<Vec<StatusLine>, StoreError> {
+        dispatch!(self, s => s.status().await)
+    }
+
+    /// Count of rows per state (all states, `done` included: this reads the whole table).
+    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, s => s.count_by_state().await)
+    }
+
+    /// One row by id.
+    pub async fn get(&self, id: i64) -> Result<OutboxRow, StoreError> {
+        dispatch!(self, s => s.get(id).await)?.ok_or(StoreError::NotFound(id))
+    }
+
+    /// One row by workflow and key.
+    pub async fn find(&self, workflow: &str, key: &str) -> Result<Option<OutboxRow>, StoreError> {
+        dispatch!(self, s => s.find(workflow, key).await)
+    }
+
+    /// A row's attempt history, oldest first.
+    pub async fn attempts(&self, id: i64) -> Result<Vec<AttemptLine>, StoreError> {
+        dispatch!(self, s => s.attempts(id).await)
+    }
+
+    /// Rows matching a filter, newest first.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<OutboxRow>, StoreError> {
+        dispatch!(self, s => s.list(filter).await)
+    }
+
+    /// Operator reset (the same as `UPDATE ferry_outbox SET state = 'pending' WHERE id = …`):
+    /// allowed on `dead`, `retry_wait` and `sending` rows.
+    pub async fn reset(&self, id: i64) -> Result<(), StoreError> {
+        let row = self.get(id).await?;
+        let state: State = row
+            .state
+            .parse()
+            .map_err(|e: state::UnknownState| StoreError::InvalidIntent(e.to_string()))?;
+        if state == State::Pending {
+            return Ok(());
+        }
+        if !state.can_move_to(State::Pending) {
+            return Err(StoreError::WrongState {
+                id,
+                state,
+                why: "only dead, retry_wait or sending rows can be retried".into(),
+            });
+        }
+        dispatch!(self, s => s.set_state(id, state, State::Pending, None).await)
+    }
+
+    /// Reset every dead row (of one workflow, if given). Returns how many.
+    pub async fn reset_dead(&self, workflow: Option<&str>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.reset_dead(workflow).await)
+    }
+
+    /// Operator cancel: a `pending` or `retry_wait` row becomes `dead` with the reason.
+    pub async fn cancel(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        let row = self.get(id).await?;
+        let state: State = row
+            .state
+            .parse()
+            .map_err(|e: state::UnknownState| StoreError::InvalidIntent(e.to_string()))?;
+        if !matches!(state, State::Pending | State::RetryWait) {
+            return Err(StoreError::WrongState {
+                id,
+                state,
+                why: "only pending or retry_wait rows can be cancelled".into(),
+            });
+        }
+        dispatch!(self, s => s.set_state(id, state, State::Dead, Some(reason)).await)
+    }
+
+    /// Run a statement with no parameters (used by tests and the demo for example schemas).
+    pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.execute_script(sql).await)
+    }
+
+    /// Is the database reachable right now?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    /// Close the pool.
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+}
+
+/// Waits for a sign that new rows may be due. See [`Store::waiter`].
+#[allow(clippy::large_enum_variant)]
+pub enum Waiter {
+    Postgres(pg::PgWaiter),
+    Sqlite(sqlite::SqliteWaiter),
+}
+
+impl Waiter {
+    /// Return when woken or after `timeout`, whichever comes first. Returns `true` if woken.
+    pub async fn wait(&mut self, timeout: Duration) -> bool {
+        match self {
+            Waiter::Postgres(w) => w.wait(timeout).await,
+            Waiter::Sqlite(w) => w.wait(timeout).await,
+        }
+    }
+}
+
+/// Truncate `s` to at most `max` bytes on a char boundary, marking the cut.
+pub fn excerpt(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} bytes cut]", &s[..end], s.len() - end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_redact() {
+        assert_eq!(
+            "sqlite:ferry.db".parse::<DatabaseUrl>().unwrap(),
+            DatabaseUrl::Sqlite("ferry.db".into())
+        );
+        assert_eq!(
+            "sqlite:///tmp/x.db".parse::<DatabaseUrl>().unwrap(),
+            DatabaseUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert_eq!(
+            "data/app.db".parse::<DatabaseUrl>().unwrap(),
+            DatabaseUrl::Sqlite("data/app.db".into())
+        );
+        let pg: DatabaseUrl = "postgres://ferry:s3cret@127.0.0.1:5432/app"
+            .parse()
+            .unwrap();
+        assert_eq!(pg.redacted(), "postgres://ferry:***@127.0.0.1:5432/app");
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        let err = "mysql://root:pw@x/y".parse::<DatabaseUrl>().unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+        assert!(!err.to_string().contains("pw@"), "{err}");
+        assert!("".parse::<DatabaseUrl>().is_err());
+    }
+
+    #[test]
+    fn excerpt_cuts_on_char_boundary() {
+        let s = "Ошибка".repeat(100);
+        let e = excerpt(&s, 7);
+        assert!(e.starts_with("Оши"));
+        assert!(e.contains("bytes cut"));
+        assert_eq!(excerpt("short", 10), "short");
+    }
+}

@@ -1,0 +1,584 @@
+//! PostgreSQL store: claims with `FOR UPDATE SKIP LOCKED`, batch completions with `UNNEST`,
+//! wake-ups with LISTEN/NOTIFY. Every time comparison uses the server's `now()`.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Executor, PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    AttemptLine, Claimed, Completion, DatabaseUrl, ListFilter, OutboxRow, Recorded, State,
+    StatusLine, StoreConfig, StoreError,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Timestamps leave PostgreSQL as ISO-8601 UTC text, the same shape SQLite stores.
+macro_rules! ts {
+    ($col:literal) => {
+        concat!(
+            "to_char(",
+            $col,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
+}
+
+const ROW_COLUMNS: &str = concat!(
+    "id, workflow, key, state, attempts, ",
+    ts!("due_at"),
+    ", last_error, last_status, ",
+    ts!("created_at"),
+    ", ",
+    ts!("updated_at"),
+    ", ",
+    ts!("done_at"),
+    ", payload::text"
+);
+
+#[derive(Clone)]
+pub(crate) struct PgStore {
+    pub(crate) pool: PgPool,
+    schema: Option<String>,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    pub(crate) async fn open(config: &StoreConfig) -> Result<PgStore, StoreError> {
+        let DatabaseUrl::Postgres(url) = &config.url else {
+            unreachable!("PgStore::open called with a SQLite URL")
+        };
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl(format!("'{}': {e}", config.url.redacted())))?
+            .application_name("ferry");
+        if let Some(schema) = &config.schema {
+            check_schema_name(schema)?;
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                target: config.url.redacted(),
+                source,
+            })?;
+        Ok(PgStore {
+            pool,
+            schema: config.schema.clone(),
+        })
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        if let Some(schema) = &self.schema {
+            self.pool
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"").as_str())
+                .await?;
+        }
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The claim. The CTE picks due rows in `due_at` order through the partial index
+    /// `ferry_outbox_due` (whose predicate is exactly this state filter), locking each with
+    /// `FOR UPDATE SKIP LOCKED` so concurrent relays pass over rows another relay is claiming
+    /// instead of waiting for it. The UPDATE then leases them: the lease expiry goes into
+    /// `due_at`, which makes an expired lease simply "due" again for the same index scan. The
+    /// statement commits on its own, so the locks are held for microseconds; the lease, not a
+    /// lock, is what keeps the row during delivery.
+    pub(crate) async fn claim(
+        &self,
+        limit: u32,
+        lease: Duration,
+        skip: &[String],
+        token: Uuid,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let rows = sqlx::query(
+            "WITH due AS ( \
+               SELECT id FROM ferry_outbox \
+                WHERE state IN ('pending', 'retry_wait', 'sending') AND due_at <= now() \
+                  AND workflow <> ALL($4::text[]) \
+                ORDER BY due_at \
+                LIMIT $1 \
+                FOR UPDATE SKIP LOCKED) \
+             UPDATE ferry_outbox o \
+                SET state = 'sending', claim_token = $2, attempts = o.attempts + 1, \
+                    due_at = now() + $3 * interval '1 millisecond', updated_at = now() \
+               FROM due WHERE o.id = due.id \
+             RETURNING o.id, o.workflow, o.key, o.payload::text, o.attempts, o.created_at",
+        )
+        .bind(i64::from(limit))
+        .bind(token)
+        .bind(ms(lease))
+        .bind(skip)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r: PgRow| {
+                Ok(Claimed {
+                    id: r.try_get(0)?,
+                    workflow: r.try_get(1)?,
+                    key: r.try_get(2)?,
+                    payload: r.try_get(3)?,
+                    attempt: r.try_get(4)?,
+                    token,
+                    created_at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn complete(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
+        let mut results = vec![Recorded::Stale; batch.len()];
+        let mut tx = self.pool.begin().await?;
+
+        // Rows without on-done SQL: one statement for the whole batch.
+        let simple: Vec<usize> = (0..batch.len())
+            .filter(|&i| !(batch[i].outcome == super::Outcome::Done && batch[i].on_done.is_some()))
+            .collect();
+        if !simple.is_empty() {
+            let mut ids = Vec::with_capacity(simple.len());
+            let mut tokens = Vec::with_capacity(simple.len());
+            let mut states = Vec::with_capacity(simple.len());
+            let mut waits = Vec::with_capacity(simple.len());
+            let mut refunds = Vec::with_capacity(simple.len());
+            let mut errors: Vec<Option<String>> = Vec::with_capacity(simple.len());
+            let mut statuses: Vec<Option<i32>> = Vec::with_capacity(simple.len());
+            for &i in &simple {
+                let c = &batch[i];
+                ids.push(c.id);
+                tokens.push(c.token);
+                states.push(c.outcome.next_state().as_str());
+                waits.push(c.outcome.wait().map(ms).unwrap_or(0));
+                refunds.push(c.outcome.refunds_attempt());
+                errors.push(c.outcome.error().map(str::to_string));
+                statuses.push(c.record.as_ref().and_then(|r| r.http_status).map(i32::from));
+            }
+            let accepted: HashSet<(i64, Uuid)> = sqlx::query(
+                "UPDATE ferry_outbox AS o SET \
+                    state = u.state, \
+                    due_at = CASE WHEN u.state = 'retry_wait' \
+                                  THEN now() + u.wait_ms * interval '1 millisecond' \
+                                  ELSE o.due_at END, \
+                    attempts = CASE WHEN u.refund THEN GREATEST(o.attempts - 1, 0) ELSE o.attempts END, \
+                    claim_token = NULL, \
+                    last_error = CASE WHEN u.refund THEN o.last_error ELSE u.error END, \
+                    last_status = CASE WHEN u.refund THEN o.last_status ELSE u.status END, \
+                    done_at = CASE WHEN u.state = 'done' THEN now() END, \
+                    updated_at = now() \
+                 FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::bool[], \
+                             $6::text[], $7::int[]) AS u(id, token, state, wait_ms, refund, error, status) \
+                 WHERE o.id = u.id AND o.claim_token = u.token AND o.state = 'sending' \
+                 RETURNING u.id, u.token",
+            )
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(&states)
+            .bind(&waits)
+            .bind(&refunds)
+            .bind(&errors)
+            .bind(&statuses)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+            for &i in &simple {
+                if accepted.contains(&(batch[i].id, batch[i].token)) {
+                    results[i] = Recorded::Accepted;
+                }
+            }
+        }
+
+        // Done rows with on-done SQL: one at a time, each behind a savepoint so a failing
+        // statement turns only its own row dead (delivered, flag not set) and not the batch.
+        for (i, c) in batch.iter().enumerate() {
+            let Some(on_done) = c
+                .on_done
+                .as_ref()
+                .filter(|_| c.outcome == super::Outcome::Done)
+            else {
+                continue;
+            };
+            tx.execute("SAVEPOINT ferry_on_done").await?;
+            let status = c.record.as_ref().and_then(|r| r.http_status).map(i32::from);
+            let marked = sqlx::query(
+                "UPDATE ferry_outbox SET state = 'done', claim_token = NULL, last_error = NULL, \
+                        last_status = $3, done_at = now(), updated_at = now() \
+                  WHERE id = $1 AND claim_token = $2 AND state = 'sending'",
+            )
+            .bind(c.id)
+            .bind(c.token)
+            .bind(status)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if marked == 0 {
+                tx.execute("RELEASE SAVEPOINT ferry_on_done").await?;
+                continue;
+            }
+            let mut q = sqlx::query(&on_done.postgres);
+            for p in &on_done.params {
+                q = match *p {
+                    "key" => q.bind(c.key.clone()),
+                    "outbox_id" => q.bind(c.id),
+                    "attempt" => q.bind(c.attempt),
+                    "status" => q.bind(status),
+                    "response" => {
+                        q.bind(c.record.as_ref().and_then(|r| r.response_excerpt.clone()))
+                    }
+                    _ => q.bind(Option::<String>::None),
+                };
+            }
+            match q.execute(&mut *tx).await {
+                Ok(_) => {
+                    tx.execute("RELEASE SAVEPOINT ferry_on_done").await?;
+                    results[i] = Recorded::Accepted;
+                }
+                Err(e) => {
+                    tx.execute("ROLLBACK TO SAVEPOINT ferry_on_done").await?;
+                    let reason = format!(
+                        "delivered (HTTP {}), but the workflow's on_done SQL failed: {e}",
+                        status.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
+                    );
+                    sqlx::query(
+                        "UPDATE ferry_outbox SET state = 'dead', claim_token = NULL, last_error = $3, \
+                                last_status = $4, updated_at = now() \
+                          WHERE id = $1 AND claim_token = $2 AND state = 'sending'",
+                    )
+                    .bind(c.id)
+                    .bind(c.token)
+                    .bind(&reason)
+                    .bind(status)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.execute("RELEASE SAVEPOINT ferry_on_done").await?;
+                    results[i] = Recorded::OnDoneFailed(reason);
+                }
+            }
+        }
+
+        // The attempt history: every real attempt, including a stale relay's (marked as such).
+        let attempted: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch[i].record.is_some())
+            .collect();
+        if !attempted.is_empty() {
+            let mut ids = Vec::with_capacity(attempted.len());
+            let mut numbers = Vec::with_capacity(attempted.len());
+            let mut started: Vec<DateTime<Utc>> = Vec::with_capacity(attempted.len());
+            let mut durations = Vec::with_capacity(attempted.len());
+            let mut outcomes = Vec::with_capacity(attempted.len());
+            let mut statuses: Vec<Option<i32>> = Vec::with_capacity(attempted.len());
+            let mut errors: Vec<Option<String>> = Vec::with_capacity(attempted.len());
+            let mut excerpts: Vec<Option<String>> = Vec::with_capacity(attempted.len());
+            for &i in &attempted {
+                let c = &batch[i];
+                let r = c.record.as_ref().expect("filtered");
+                ids.push(c.id);
+                numbers.push(c.attempt);
+                started.push(r.started_at);
+                durations.push(r.duration.as_secs_f64() * 1000.0);
+                outcomes.push(attempt_outcome(c, &results[i]));
+                statuses.push(r.http_status.map(i32::from));
+                errors.push(attempt_error(c, &results[i]));
+                excerpts.push(r.response_excerpt.clone());
+            }
+            sqlx::query(
+                "INSERT INTO ferry_attempts \
+                   (outbox_id, attempt, started_at, duration_ms, outcome, http_status, error, response_excerpt) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::int[], $3::timestamptz[], $4::float8[], \
+                                      $5::text[], $6::int[], $7::text[], $8::text[])",
+            )
+            .bind(&ids)
+            .bind(&numbers)
+            .bind(&started)
+            .bind(&durations)
+            .bind(&outcomes)
+            .bind(&statuses)
+            .bind(&errors)
+            .bind(&excerpts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    pub(crate) async fn extend(
+        &self,
+        held: &[(i64, Uuid)],
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        let ids: Vec<i64> = held.iter().map(|h| h.0).collect();
+        let tokens: Vec<Uuid> = held.iter().map(|h| h.1).collect();
+        let n = sqlx::query(
+            "UPDATE ferry_outbox AS o SET due_at = now() + $3 * interval '1 millisecond' \
+               FROM UNNEST($1::bigint[], $2::uuid[]) AS u(id, token) \
+              WHERE o.id = u.id AND o.claim_token = u.token AND o.state = 'sending'",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(ms(lease))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
+    pub(crate) async fn waiter(&self, listen: bool) -> Result<PgWaiter, StoreError> {
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&self.pool)
+            .await?;
+        let listener = if listen {
+            let mut l = PgListener::connect_with(&self.pool).await?;
+            l.listen("ferry_outbox").await?;
+            Some(l)
+        } else {
+            None
+        };
+        Ok(PgWaiter { listener, schema })
+    }
+
+    pub(crate) async fn status(&self) -> Result<Vec<StatusLine>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow, state, rows, oldest_due_age_s FROM ferry_status ORDER BY workflow, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StatusLine {
+                    workflow: r.try_get(0)?,
+                    state: r.try_get(1)?,
+                    rows: r.try_get(2)?,
+                    oldest_due_age_s: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT state, count(*) FROM ferry_outbox GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    pub(crate) async fn get(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        let sql = format!("SELECT {ROW_COLUMNS} FROM ferry_outbox WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(to_row).transpose()
+    }
+
+    pub(crate) async fn find(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<OutboxRow>, StoreError> {
+        let sql =
+            format!("SELECT {ROW_COLUMNS} FROM ferry_outbox WHERE workflow = $1 AND key = $2");
+        let row = sqlx::query(&sql)
+            .bind(workflow)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(to_row).transpose()
+    }
+
+    pub(crate) async fn attempts(&self, id: i64) -> Result<Vec<AttemptLine>, StoreError> {
+        let sql = concat!(
+            "SELECT attempt, ",
+            ts!("started_at"),
+            ", duration_ms, outcome, http_status, error, response_excerpt \
+             FROM ferry_attempts WHERE outbox_id = $1 ORDER BY id"
+        );
+        let rows = sqlx::query(sql).bind(id).fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(AttemptLine {
+                    attempt: r.try_get(0)?,
+                    started_at: r.try_get(1)?,
+                    duration_ms: r.try_get(2)?,
+                    outcome: r.try_get(3)?,
+                    http_status: r.try_get(4)?,
+                    error: r.try_get(5)?,
+                    response_excerpt: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn list(&self, f: &ListFilter) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM ferry_outbox \
+              WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR workflow = $2) \
+              ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(f.state.map(|s| s.as_str()))
+            .bind(f.workflow.as_deref())
+            .bind(if f.limit > 0 { f.limit } else { 100 })
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(to_row).collect()
+    }
+
+    pub(crate) async fn set_state(
+        &self,
+        id: i64,
+        from: State,
+        to: State,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let n = sqlx::query(
+            "UPDATE ferry_outbox SET state = $3, claim_token = NULL, \
+                    last_error = COALESCE($4, last_error), updated_at = now() \
+              WHERE id = $1 AND state = $2",
+        )
+        .bind(id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            let now = self.get(id).await?.ok_or(StoreError::NotFound(id))?;
+            return Err(StoreError::WrongState {
+                id,
+                state: now.state.parse().unwrap_or(from),
+                why: "it changed state while the command ran; look again".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn reset_dead(&self, workflow: Option<&str>) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE ferry_outbox SET state = 'pending' WHERE state = 'dead' AND ($1::text IS NULL OR workflow = $1)",
+        )
+        .bind(workflow)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub(crate) async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
+        sqlx::raw_sql(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn to_row(r: PgRow) -> Result<OutboxRow, StoreError> {
+    Ok(OutboxRow {
+        id: r.try_get(0)?,
+        workflow: r.try_get(1)?,
+        key: r.try_get(2)?,
+        state: r.try_get(3)?,
+        attempts: r.try_get(4)?,
+        due_at: r.try_get(5)?,
+        last_error: r.try_get(6)?,
+        last_status: r.try_get(7)?,
+        created_at: r.try_get(8)?,
+        updated_at: r.try_get(9)?,
+        done_at: r.try_get(10)?,
+        payload: r.try_get(11)?,
+    })
+}
+
+/// `ferry_attempts.outcome` for a completion as it was recorded.
+pub(crate) fn attempt_outcome(c: &Completion, recorded: &Recorded) -> &'static str {
+    match recorded {
+        Recorded::OnDoneFailed(_) => "dead",
+        _ => c.outcome.attempt_label(),
+    }
+}
+
+/// `ferry_attempts.error` for a completion as it was recorded.
+pub(crate) fn attempt_error(c: &Completion, recorded: &Recorded) -> Option<String> {
+    let base = c
+        .record
+        .as_ref()
+        .and_then(|r| r.error.clone())
+        .or_else(|| c.outcome.error().map(str::to_string));
+    match recorded {
+        Recorded::Accepted => base,
+        Recorded::OnDoneFailed(reason) => Some(reason.clone()),
+        Recorded::Stale => Some(format!(
+            "{}(stale: the lease was lost before this outcome was recorded; discarded)",
+            base.map(|b| format!("{b} ")).unwrap_or_default()
+        )),
+    }
+}
+
+fn check_schema_name(schema: &str) -> Result<(), StoreError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !schema.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadUrl(format!(
+            "schema name '{schema}' must be lowercase letters, digits and underscores"
+        )))
+    }
+}
+
+/// LISTEN-based waiter (or a plain poll when LISTEN is off).
+pub struct PgWaiter {
+    listener: Option<PgListener>,
+    schema: String,
+}
+
+impl PgWaiter {
+    pub(crate) async fn wait(&mut self, timeout: Duration) -> bool {
+        let Some(listener) = self.listener.as_mut() else {
+            tokio::time::sleep(timeout).await;
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, listener.recv()).await {
+                Err(_) => return false,
+                Ok(Ok(n)) if n.payload() == self.schema => return true,
+                Ok(Ok(_)) => continue, // another schema's outbox
+                Ok(Err(e)) => {
+                    // The listener reconnects on the next recv; notifications sent meanwhile are
+                    // lost, so report a wake-up and let the relay look for itself.
+                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                    tokio::time::sleep_until(
+                        deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)),
+                    )
+                    .await;
+                    return true;
+                }
+            }
+        }
+    }
+}

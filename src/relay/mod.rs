@@ -1,0 +1,585 @@
+//! The relay: claims due rows, hands each to a [`Deliver`] implementation, and records the
+//! outcomes.
+//!
+//! Two ways to drive it:
+//! * [`Relay::tick`] / [`Relay::drain`]: one claim–deliver–complete step, or steps until nothing is
+//!   due. Tests and one-shot commands use these; no timing is involved.
+//! * [`Relay::run`]: the daemon loop. A claimer takes as many rows as there are free delivery
+//!   slots, each row is delivered on its own task, a completer records outcomes in batches (the
+//!   slot is freed only once the outcome is recorded, which is the backpressure), and a renewer
+//!   pushes the leases of rows still in flight. When nothing is due the claimer sleeps on the
+//!   store's [`crate::outbox::Waiter`] (LISTEN/NOTIFY, commit hooks) with a poll as fallback. On
+//!   shutdown it stops claiming, lets in-flight deliveries finish within a grace period, and hands
+//!   back (releases) whatever it still holds.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::outbox::{
+    AttemptRecord, Claimed, Completion, OnDoneSql, Outcome, Recorded, Store, StoreError,
+};
+
+/// What a delivery attempt produced.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub outcome: Outcome,
+    /// `None` when no request was made (invalid document, unknown workflow, circuit open).
+    pub record: Option<AttemptRecord>,
+    /// SQL to run in the transaction that marks the row done.
+    pub on_done: Option<Arc<OnDoneSql>>,
+    /// The document's own code (e.g. the invoice number), for logs.
+    pub code: Option<String>,
+}
+
+impl Delivery {
+    /// An outcome with nothing attempted.
+    pub fn without_attempt(outcome: Outcome) -> Self {
+        Delivery {
+            outcome,
+            record: None,
+            on_done: None,
+            code: None,
+        }
+    }
+}
+
+/// Sends one claimed row somewhere. The HTTP implementation is
+/// [`crate::delivery::HttpDeliverer`]; tests may use their own sinks.
+pub trait Deliver: Send + Sync + 'static {
+    /// Deliver one row and classify the result. Must not panic; must finish within the
+    /// lease the relay took (the relay renews leases, but a delivery that never ends holds its
+    /// row until the relay stops).
+    fn deliver(&self, row: &Claimed) -> impl Future<Output = Delivery> + Send;
+
+    /// Workflows whose rows should not be claimed right now (their target is known down).
+    fn paused(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The shortest lease this deliverer's rows need: its longest request timeout plus the time
+    /// a row may wait for a per-target slot. The relay adds its margin on top.
+    fn min_lease(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// Relay settings. See each field for why it exists.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Most rows taken by one claim. Larger batches mean fewer round trips.
+    pub batch_size: u32,
+    /// Most rows in flight at once in this relay (delivered but not yet recorded).
+    pub concurrency: usize,
+    /// Added to the deliverer's [`Deliver::min_lease`]: time for recording the outcome, GC
+    /// pauses and clock drift between the database and a slow network.
+    pub lease_margin: Duration,
+    /// Fallback poll when no wake-up arrives (notifications can be lost; poolers can drop them).
+    pub poll_interval: Duration,
+    /// Use LISTEN/NOTIFY on PostgreSQL. Turn off behind a transaction-mode connection pooler.
+    pub listen: bool,
+    /// How long shutdown waits for in-flight deliveries before releasing their rows.
+    pub shutdown_grace: Duration,
+    /// Most outcomes recorded in one transaction.
+    pub completion_batch: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 256,
+            concurrency: 128,
+            lease_margin: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            listen: true,
+            shutdown_grace: Duration::from_secs(30),
+            completion_batch: 512,
+        }
+    }
+}
+
+/// Counters of what a relay did since it started. Shared with metrics and the demo.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub claimed: AtomicU64,
+    pub done: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead: AtomicU64,
+    pub released: AtomicU64,
+    pub stale: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+impl RelayStats {
+    fn count(&self, outcome: &Outcome, recorded: &Recorded) {
+        let c = match (recorded, outcome) {
+            (Recorded::Stale, _) => &self.stale,
+            (Recorded::OnDoneFailed(_), _) => &self.dead,
+            (_, Outcome::Done) => &self.done,
+            (_, Outcome::Retry { .. }) => &self.retried,
+            (_, Outcome::Dead { .. }) => &self.dead,
+            (_, Outcome::Release { .. }) => &self.released,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What [`Relay::tick`] or [`Relay::drain`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    pub claimed: usize,
+    pub done: usize,
+    pub retried: usize,
+    pub dead: usize,
+    pub released: usize,
+    pub stale: usize,
+}
+
+impl TickReport {
+    fn add(&mut self, outcome: &Outcome, recorded: &Recorded) {
+        match (recorded, outcome) {
+            (Recorded::Stale, _) => self.stale += 1,
+            (Recorded::OnDoneFailed(_), _) => self.dead += 1,
+            (_, Outcome::Done) => self.done += 1,
+            (_, Outcome::Retry { .. }) => self.retried += 1,
+            (_, Outcome::Dead { .. }) => self.dead += 1,
+            (_, Outcome::Release { .. }) => self.released += 1,
+        }
+    }
+}
+
+/// A relay over one store and one deliverer.
+pub struct Relay<D: Deliver> {
+    store: Store,
+    deliver: Arc<D>,
+    config: RelayConfig,
+    stats: Arc<RelayStats>,
+}
+
+impl<D: Deliver> Relay<D> {
+    pub fn new(store: Store, deliver: Arc<D>, config: RelayConfig) -> Self {
+        Relay {
+            store,
+            deliver,
+            config,
+            stats: Arc::new(RelayStats::default()),
+        }
+    }
+
+    /// The counters this relay updates.
+    pub fn stats(&self) -> Arc<RelayStats> {
+        self.stats.clone()
+    }
+
+    /// The lease taken on claimed rows: never shorter than the deliverer's longest request
+    /// timeout plus the margin, so a slow but live delivery is not taken up a second time.
+    pub fn lease(&self) -> Duration {
+        self.deliver.min_lease() + self.config.lease_margin
+    }
+
+    /// One step: claim a batch, deliver it (up to `concurrency` at once), record the outcomes.
+    ///
+    /// # Errors
+    /// Database errors from the claim or the completion. A failed completion leaves its rows in
+    /// `sending` until their lease expires; they are then taken up again.
+    pub async fn tick(&self) -> Result<TickReport, StoreError> {
+        let rows = self
+            .store
+            .claim(self.config.batch_size, self.lease(), &self.deliver.paused())
+            .await?;
+        let mut report = TickReport {
+            claimed: rows.len(),
+            ..TickReport::default()
+        };
+        if rows.is_empty() {
+            return Ok(report);
+        }
+        self.stats
+            .claimed
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let deliver = &self.deliver;
+        let completions: Vec<Completion> = futures_util::stream::iter(rows)
+            .map(|row| async move {
+                let d = deliver.deliver(&row).await;
+                completion(&row, d)
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        let recorded = self.store.complete(&completions).await?;
+        for (c, r) in completions.iter().zip(&recorded) {
+            report.add(&c.outcome, r);
+            self.stats.count(&c.outcome, r);
+            log_recorded(c, r, None);
+        }
+        Ok(report)
+    }
+
+    /// Tick until a claim finds nothing due. Rows waiting in `retry_wait` for a later time are
+    /// not waited for.
+    pub async fn drain(&self) -> Result<TickReport, StoreError> {
+        let mut total = TickReport::default();
+        loop {
+            let r = self.tick().await?;
+            if r.claimed == 0 {
+                return Ok(total);
+            }
+            total.claimed += r.claimed;
+            total.done += r.done;
+            total.retried += r.retried;
+            total.dead += r.dead;
+            total.released += r.released;
+            total.stale += r.stale;
+        }
+    }
+
+    /// The daemon loop; returns after `shutdown` is cancelled and in-flight work is settled.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let lease = self.lease();
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let held: Held = Arc::new(Mutex::new(HashMap::new()));
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
+
+        let completer = tokio::spawn(completer(
+            self.store.clone(),
+            done_rx,
+            held.clone(),
+            self.stats.clone(),
+            self.config.completion_batch.max(1),
+        ));
+        let renewer_stop = CancellationToken::new();
+        let renewer = tokio::spawn(renewer(
+            self.store.clone(),
+            held.clone(),
+            lease,
+            renewer_stop.clone(),
+        ));
+
+        let mut waiter = None;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        tracing::info!(
+            backend = self.store.backend_name(),
+            lease_s = lease.as_secs_f64(),
+            concurrency = self.config.concurrency,
+            "relay started"
+        );
+
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            if waiter.is_none() {
+                match self.store.waiter(self.config.listen).await {
+                    Ok(w) => waiter = Some(w),
+                    Err(e) => {
+                        self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                        let wait = backoff.next_wait();
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database unavailable; will retry");
+                        sleep_or_cancel(wait, &shutdown).await;
+                        continue;
+                    }
+                }
+            }
+            // Wait for at least one free slot.
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => drop(p),
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let want = (free as u32).min(self.config.batch_size);
+            let rows = match self.store.claim(want, lease, &self.deliver.paused()).await {
+                Ok(rows) => {
+                    backoff.reset();
+                    rows
+                }
+                Err(e) => {
+                    self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "claim failed; backing off");
+                    sleep_or_cancel(wait, &shutdown).await;
+                    continue;
+                }
+            };
+            let got = rows.len();
+            self.stats.claimed.fetch_add(got as u64, Ordering::Relaxed);
+            {
+                let mut h = held.lock().expect("held lock");
+                for row in &rows {
+                    h.insert(row.id, row.token);
+                }
+            }
+            for row in rows {
+                let permit = slots
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("claimed no more rows than free slots");
+                let deliver = self.deliver.clone();
+                let tx = done_tx.clone();
+                tasks.spawn(async move {
+                    let d = deliver.deliver(&row).await;
+                    let _ = tx.send(Finished {
+                        completion: completion(&row, d),
+                        _slot: permit,
+                    });
+                });
+            }
+            if got < want as usize {
+                // Nothing more is due right now: sleep until woken or the poll interval passes.
+                let w = waiter.as_mut().expect("set above");
+                tokio::select! {
+                    _ = w.wait(self.config.poll_interval) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+
+        // Shutdown: no more claims. Let in-flight deliveries finish within the grace period.
+        tracing::info!(in_flight = tasks.len(), "relay stopping");
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while !tasks.is_empty() {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(aborted = tasks.len(), "grace period over; releasing rows still in flight");
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                }
+            }
+        }
+        drop(done_tx);
+        let _ = completer.await;
+        renewer_stop.cancel();
+        let _ = renewer.await;
+        // Whatever is still held was aborted mid-delivery or its outcome could not be recorded:
+        // hand it back so another relay takes it now rather than after the lease.
+        let leftovers: Vec<(i64, Uuid)> = held.lock().expect("held lock").drain().collect();
+        if !leftovers.is_empty() {
+            let releases: Vec<Completion> = leftovers
+                .iter()
+                .map(|&(id, token)| Completion {
+                    id,
+                    token,
+                    key: String::new(),
+                    attempt: 0,
+                    outcome: Outcome::Release {
+                        after: Duration::ZERO,
+                    },
+                    record: None,
+                    on_done: None,
+                })
+                .collect();
+            match self.store.complete(&releases).await {
+                Ok(r) => tracing::info!(
+                    released = r.iter().filter(|x| **x == Recorded::Accepted).count(),
+                    "rows handed back"
+                ),
+                Err(e) => tracing::warn!(error = %e, rows = releases.len(),
+                    "could not hand rows back; they are taken up again when their lease expires"),
+            }
+        }
+        tracing::info!("relay stopped");
+    }
+}
+
+type Held = Arc<Mutex<HashMap<i64, Uuid>>>;
+
+struct Finished {
+    completion: Completion,
+    /// The delivery slot, freed only when the outcome is recorded.
+    _slot: OwnedSemaphorePermit,
+}
+
+fn completion(row: &Claimed, d: Delivery) -> Completion {
+    let c = Completion {
+        id: row.id,
+        token: row.token,
+        key: row.key.clone(),
+        attempt: row.attempt,
+        outcome: d.outcome,
+        record: d.record,
+        on_done: d.on_done,
+    };
+    log_delivery(row, &c, d.code.as_deref());
+    c
+}
+
+fn log_delivery(row: &Claimed, c: &Completion, code: Option<&str>) {
+    let status = c.record.as_ref().and_then(|r| r.http_status);
+    let duration_ms = c.record.as_ref().map(|r| r.duration.as_secs_f64() * 1000.0);
+    match &c.outcome {
+        Outcome::Done => tracing::info!(
+            outbox.id = row.id, workflow = %row.workflow, key = %row.key, code, attempt = row.attempt,
+            status, duration_ms, "delivered"
+        ),
+        Outcome::Retry { after, reason } => tracing::warn!(
+            outbox.id = row.id, workflow = %row.workflow, key = %row.key, code, attempt = row.attempt,
+            status, duration_ms, retry_in_s = after.as_secs_f64(), error = %reason, "attempt failed; will retry"
+        ),
+        Outcome::Dead { reason } => tracing::error!(
+            outbox.id = row.id, workflow = %row.workflow, key = %row.key, code, attempt = row.attempt,
+            status, duration_ms, error = %reason, payload = %crate::outbox::excerpt(&row.payload, 4096),
+            "dead: delivery given up"
+        ),
+        Outcome::Release { after } => tracing::debug!(
+            outbox.id = row.id, workflow = %row.workflow, key = %row.key, retry_in_s = after.as_secs_f64(),
+            "not attempted; row handed back"
+        ),
+    }
+}
+
+fn log_recorded(c: &Completion, r: &Recorded, _unused: Option<()>) {
+    match r {
+        Recorded::Accepted => {}
+        Recorded::Stale => tracing::warn!(
+            outbox.id = c.id, attempt = c.attempt,
+            "lease lost before the outcome was recorded; another relay owns the row, outcome discarded"
+        ),
+        Recorded::OnDoneFailed(reason) => tracing::error!(outbox.id = c.id, error = %reason, "dead: on_done SQL failed"),
+    }
+}
+
+async fn completer(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<Finished>,
+    held: Held,
+    stats: Arc<RelayStats>,
+    max_batch: usize,
+) {
+    let mut batch: Vec<Finished> = Vec::with_capacity(max_batch);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let completions: Vec<Completion> = batch.iter().map(|f| f.completion.clone()).collect();
+        // Keep trying: the outcome is known and only the database can take it. If the lease runs
+        // out meanwhile the row is delivered again (a crash-window duplicate, same key).
+        let recorded = loop {
+            match store.complete(&completions).await {
+                Ok(r) => {
+                    backoff.reset();
+                    break Some(r);
+                }
+                Err(e) => {
+                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, rows = completions.len(), retry_in_ms = wait.as_millis() as u64,
+                        "recording outcomes failed; retrying");
+                    if rx.is_closed() && backoff.attempts > 20 {
+                        break None;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        if let Some(recorded) = recorded {
+            let mut h = held.lock().expect("held lock");
+            for (c, r) in completions.iter().zip(&recorded) {
+                stats.count(&c.outcome, r);
+                log_recorded(c, r, None);
+                if h.get(&c.id) == Some(&c.token) {
+                    h.remove(&c.id);
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn renewer(store: Store, held: Held, lease: Duration, stop: CancellationToken) {
+    let every = (lease / 3).max(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let snapshot: Vec<(i64, Uuid)> = held
+            .lock()
+            .expect("held lock")
+            .iter()
+            .map(|(&id, &t)| (id, t))
+            .collect();
+        if snapshot.is_empty() {
+            continue;
+        }
+        match store.extend_leases(&snapshot, lease).await {
+            Ok(n) if (n as usize) < snapshot.len() => tracing::debug!(
+                held = snapshot.len(),
+                renewed = n,
+                "some leases were not renewed (already completed, reset or lost)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = cancel.cancelled() => {}
+    }
+}
+
+/// Exponential backoff with full jitter, for reconnecting to the database.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempts: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap,
+            attempts: 0,
+        }
+    }
+
+    pub fn next_wait(&mut self) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.attempts.min(16))
+            .min(self.cap);
+        self.attempts += 1;
+        // Jitter between half and the whole wait, so relays that lost the database together do
+        // not all come back in the same millisecond.
+        exp.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+
+    pub fn reset(&mut self) {
+        self.attempts = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let waits: Vec<Duration> = (0..10).map(|_| b.next_wait()).collect();
+        assert!(waits[0] <= Duration::from_millis(100));
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(2)));
+        assert!(waits[9] >= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,255 @@
+//! Test helpers: a fresh database per test (a SQLite file in a temp directory, or a PostgreSQL
+//! schema of its own in the `test` database), a counting sink, and waiting on conditions with a
+//! deadline instead of sleeping.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry::outbox::{AttemptRecord, Claimed, DatabaseUrl, Outcome, Store, StoreConfig};
+use ferry::relay::{Deliver, Delivery};
+
+/// The PostgreSQL server tests use. CI starts it; if it cannot be reached the tests fail.
+pub fn pg_url() -> String {
+    std::env::var("FERRY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of the test's own, removed when dropped.
+pub struct TestDb {
+    pub backend: Backend,
+    pub config: StoreConfig,
+    pub store: Store,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let (config, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("ferry-test-{tag}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join("ferry.db");
+                (
+                    StoreConfig::new(DatabaseUrl::Sqlite(path.display().to_string())),
+                    Some(dir),
+                )
+            }
+            Backend::Postgres => {
+                let mut c = StoreConfig::new(pg_url().parse().unwrap());
+                c.schema = Some(format!("ferry_t_{tag}"));
+                (c, None)
+            }
+        };
+        let store = Store::open(&config)
+            .await
+            .unwrap_or_else(|e| panic!("test database for {backend:?} unavailable: {e}"));
+        store.migrate().await.expect("migrate");
+        TestDb {
+            backend,
+            config,
+            store,
+            dir,
+        }
+    }
+
+    /// Another store (its own pool, so its own connections) on the same database: a second
+    /// relay process, as far as the database can tell.
+    pub async fn second_store(&self) -> Store {
+        Store::open(&self.config).await.expect("second store")
+    }
+
+    #[allow(dead_code)]
+    pub fn database_url(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => format!(
+                "sqlite:{}",
+                self.dir.as_ref().unwrap().join("ferry.db").display()
+            ),
+            Backend::Postgres => pg_url(),
+        }
+    }
+
+    #[allow(dead_code)]
+    pub fn schema(&self) -> Option<&str> {
+        self.config.schema.as_deref()
+    }
+
+    /// Run one SQL statement with no result.
+    pub async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => Ok(sqlx::query(sql)
+                .execute(self.store.sqlite_pool().unwrap())
+                .await?
+                .rows_affected()),
+            Backend::Postgres => Ok(sqlx::query(sql)
+                .execute(self.store.pg_pool().unwrap())
+                .await?
+                .rows_affected()),
+        }
+    }
+
+    /// Run a query returning one i64.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(self.store.sqlite_pool().unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Backend::Postgres => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(self.store.pg_pool().unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
+    pub async fn state_of(&self, id: i64) -> String {
+        self.store.get(id).await.unwrap().state
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(schema) = self.config.schema.clone() {
+            // Drop the schema on a thread of its own: Drop cannot await, and the test's runtime
+            // may be shutting down.
+            let url = pg_url();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    use sqlx::Connection;
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                            .execute(&mut c)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Run `$body(TestDb)` once per backend as two tests named `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::helpers::TestDb::new($crate::helpers::Backend::Sqlite).await)
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body($crate::helpers::TestDb::new($crate::helpers::Backend::Postgres).await)
+                    .await
+            }
+        }
+    };
+}
+
+/// Wait until `cond` holds, checking every 10 ms, for at most `deadline`. Returns whether it held.
+pub async fn wait_until<F, Fut>(deadline: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+type Script = dyn Fn(&Claimed) -> Outcome + Send + Sync;
+
+/// A sink that counts deliveries per outbox id and answers as its script says.
+pub struct CountingSink {
+    pub seen: Mutex<HashMap<i64, u32>>,
+    pub total: AtomicUsize,
+    pub script: Box<Script>,
+    pub min_lease: Duration,
+}
+
+impl CountingSink {
+    pub fn ok() -> Arc<CountingSink> {
+        Self::with(|_| Outcome::Done)
+    }
+
+    pub fn with(f: impl Fn(&Claimed) -> Outcome + Send + Sync + 'static) -> Arc<CountingSink> {
+        Arc::new(CountingSink {
+            seen: Mutex::new(HashMap::new()),
+            total: AtomicUsize::new(0),
+            script: Box::new(f),
+            min_lease: Duration::ZERO,
+        })
+    }
+
+    pub fn count(&self, id: i64) -> u32 {
+        self.seen.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    pub fn duplicates(&self) -> Vec<(i64, u32)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(k, n)| (*k, *n))
+            .collect()
+    }
+}
+
+impl Deliver for CountingSink {
+    async fn deliver(&self, row: &Claimed) -> Delivery {
+        let started_at = chrono::Utc::now();
+        *self.seen.lock().unwrap().entry(row.id).or_insert(0) += 1;
+        self.total.fetch_add(1, Ordering::SeqCst);
+        let outcome = (self.script)(row);
+        Delivery {
+            record: Some(AttemptRecord {
+                started_at,
+                duration: Duration::from_micros(50),
+                http_status: Some(match outcome {
+                    Outcome::Done => 200,
+                    Outcome::Dead { .. } => 400,
+                    _ => 503,
+                }),
+                error: outcome.error().map(str::to_string),
+                response_excerpt: Some("{\"ok\":true}".into()),
+            }),
+            outcome,
+            on_done: None,
+            code: None,
+        }
+    }
+
+    fn min_lease(&self) -> Duration {
+        self.min_lease
+    }
+}

@@ -1,0 +1,4 @@
+//! The integration tests: one binary, a database of its own per test, on both backends.
+
+mod helpers;
+mod outbox_core;

@@ -1,0 +1,584 @@
+//! The outbox core on both backends: transactional enqueue, idempotent enqueue, exactly-once
+//! draining by several relays, lease recovery, operator reset, the views, and the database
+//! refusing unknown states and illegal moves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry::outbox::{Completion, Outcome, Recorded, Store};
+use ferry::relay::{Relay, RelayConfig};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::both_backends;
+use crate::helpers::{wait_until, Backend, CountingSink, TestDb};
+
+fn fast_config() -> RelayConfig {
+    RelayConfig {
+        batch_size: 100,
+        concurrency: 32,
+        lease_margin: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(200),
+        ..RelayConfig::default()
+    }
+}
+
+async fn count_rows(db: &TestDb) -> i64 {
+    db.scalar("SELECT count(*) FROM ferry_outbox").await
+}
+
+// A business table and the intent commit or roll back together.
+async fn rollback_leaves_nothing_commit_leaves_one(db: TestDb) {
+    db.exec("CREATE TABLE payments (order_id BIGINT PRIMARY KEY, amount BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    let payload = json!({"invoice_number": "INV-1"});
+    match db.backend {
+        Backend::Postgres => {
+            let pool = db.store.pg_pool().unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("INSERT INTO payments VALUES (1, 100)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            ferry::enqueue(&mut *tx, "onec_invoice", "1", &payload)
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("INSERT INTO payments VALUES (2, 100)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let e = ferry::enqueue(&mut *tx, "onec_invoice", "2", &payload)
+                .await
+                .unwrap();
+            assert!(e.created);
+            tx.commit().await.unwrap();
+        }
+        Backend::Sqlite => {
+            let pool = db.store.sqlite_pool().unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("INSERT INTO payments VALUES (1, 100)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            ferry::enqueue(&mut *tx, "onec_invoice", "1", &payload)
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("INSERT INTO payments VALUES (2, 100)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let e = ferry::enqueue(&mut *tx, "onec_invoice", "2", &payload)
+                .await
+                .unwrap();
+            assert!(e.created);
+            tx.commit().await.unwrap();
+        }
+    }
+    assert_eq!(count_rows(&db).await, 1);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM ferry_outbox WHERE key = '2' AND state = 'pending'")
+            .await,
+        1
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM payments").await, 1);
+}
+both_backends!(
+    transactional_enqueue,
+    rollback_leaves_nothing_commit_leaves_one
+);
+
+async fn duplicate_enqueue_gives_one_row(db: TestDb) {
+    let a = db
+        .store
+        .enqueue("onec_invoice", "42", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let b = db
+        .store
+        .enqueue("onec_invoice", "42", &json!({"n": 2}))
+        .await
+        .unwrap();
+    assert!(a.created);
+    assert!(!b.created);
+    assert_eq!(a.id, b.id);
+    // The plain-SQL form, with every other column defaulted.
+    db.exec("INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('onec_invoice', '42', '{\"n\":3}') ON CONFLICT (workflow, key) DO NOTHING")
+        .await
+        .unwrap();
+    db.exec("INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('onec_invoice', '43', '{\"n\":4}')")
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&db).await, 2);
+    let row = db.store.find("onec_invoice", "43").await.unwrap().unwrap();
+    assert_eq!(row.state, "pending");
+    assert_eq!(row.attempts, 0);
+    // The first payload stays.
+    let first = db.store.get(a.id).await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&first.payload).unwrap(),
+        json!({"n": 1})
+    );
+    // A plain-SQL row is due at once.
+    let relay = Relay::new(db.store.clone(), CountingSink::ok(), fast_config());
+    let r = relay.drain().await.unwrap();
+    assert_eq!(r.done, 2);
+    // Invalid JSON is refused by the database, and nothing is added.
+    assert!(db
+        .exec("INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('w', 'bad', '{not json')")
+        .await
+        .is_err());
+    // Unicode and SQL metacharacters in keys are data, not SQL.
+    let k = "ключ'; DROP TABLE ferry_outbox; --";
+    let e = db
+        .store
+        .enqueue("onec_invoice", k, &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(db.store.get(e.id).await.unwrap().key, k);
+    assert_eq!(count_rows(&db).await, 3);
+}
+both_backends!(duplicate_enqueue, duplicate_enqueue_gives_one_row);
+
+async fn enqueue_refuses_bad_intents(db: TestDb) {
+    let big = "x".repeat(ferry::outbox::MAX_PAYLOAD_BYTES + 1);
+    let e = db
+        .store
+        .enqueue("w", "k", &json!({ "blob": big }))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("over the limit"), "{e}");
+    let e = db.store.enqueue("", "k", &json!({})).await.unwrap_err();
+    assert!(e.to_string().contains("workflow name"), "{e}");
+    let e = db.store.enqueue("w", "", &json!({})).await.unwrap_err();
+    assert!(e.to_string().contains("key"), "{e}");
+    assert_eq!(count_rows(&db).await, 0);
+}
+both_backends!(bad_intents, enqueue_refuses_bad_intents);
+
+/// Two relays with separate pools drain 10,000 rows; every row is delivered exactly once.
+async fn two_relays_deliver_each_row_once(db: TestDb) {
+    const N: usize = 10_000;
+    let values: Vec<String> = (0..N)
+        .map(|i| format!("('load', 'k{i}', '{{\"i\":{i}}}')"))
+        .collect();
+    for chunk in values.chunks(1000) {
+        db.exec(&format!(
+            "INSERT INTO ferry_outbox (workflow, key, payload) VALUES {}",
+            chunk.join(",")
+        ))
+        .await
+        .unwrap();
+    }
+    let sink = CountingSink::ok();
+    let stop = CancellationToken::new();
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let store = db.second_store().await;
+        let relay = Relay::new(store, sink.clone(), fast_config());
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move { relay.run(stop).await }));
+    }
+    let drained = wait_until(Duration::from_secs(120), || async {
+        db.scalar("SELECT count(*) FROM ferry_outbox WHERE state = 'done'")
+            .await
+            == N as i64
+    })
+    .await;
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert!(
+        drained,
+        "not drained: {:?}",
+        db.store.count_by_state().await.unwrap()
+    );
+    assert_eq!(sink.total(), N, "deliveries");
+    assert!(
+        sink.duplicates().is_empty(),
+        "duplicates: {:?}",
+        &sink.duplicates()[..5.min(sink.duplicates().len())]
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM ferry_attempts").await,
+        N as i64
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM ferry_outbox WHERE attempts <> 1")
+            .await,
+        0
+    );
+}
+both_backends!(exactly_once_two_relays, two_relays_deliver_each_row_once);
+
+/// A relay that stops mid-delivery leaves a lease behind; another relay takes the row once the
+/// lease expires, and the stale relay's late completion is refused.
+async fn expired_lease_is_recovered_and_stale_completion_refused(db: TestDb) {
+    let e = db.store.enqueue("w", "stale", &json!({})).await.unwrap();
+    // The stale relay claims with a very short lease and then goes quiet.
+    let claimed = db
+        .store
+        .claim(10, Duration::from_millis(300), &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let stale = claimed[0].clone();
+    assert_eq!(stale.attempt, 1);
+    // Not due while the lease holds.
+    assert!(db
+        .store
+        .claim(10, Duration::from_secs(60), &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // The row shows in ferry_stuck once the lease expires.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            db.scalar("SELECT count(*) FROM ferry_stuck").await == 1
+        })
+        .await
+    );
+    let sink = CountingSink::ok();
+    let relay = Relay::new(db.second_store().await, sink.clone(), fast_config());
+    let r = relay.drain().await.unwrap();
+    assert_eq!(r.done, 1);
+    assert_eq!(sink.count(e.id), 1);
+    // The stale relay finally reports (a failure, say): refused.
+    let late = Completion {
+        id: stale.id,
+        token: stale.token,
+        key: stale.key.clone(),
+        attempt: stale.attempt,
+        outcome: Outcome::Dead {
+            reason: "late".into(),
+        },
+        record: Some(ferry::outbox::AttemptRecord {
+            started_at: chrono::Utc::now(),
+            duration: Duration::from_millis(1),
+            http_status: Some(500),
+            error: Some("late".into()),
+            response_excerpt: None,
+        }),
+        on_done: None,
+    };
+    assert_eq!(
+        db.store.complete(&[late]).await.unwrap(),
+        vec![Recorded::Stale]
+    );
+    let row = db.store.get(e.id).await.unwrap();
+    assert_eq!(row.state, "done");
+    assert_eq!(row.attempts, 2, "the lost attempt counts");
+    let history = db.store.attempts(e.id).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(
+        history[1].error.as_deref().unwrap().contains("stale"),
+        "{history:?}"
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM ferry_stuck").await, 0);
+}
+both_backends!(
+    lease_recovery,
+    expired_lease_is_recovered_and_stale_completion_refused
+);
+
+/// The relay's lease covers the deliverer's longest timeout plus the margin.
+#[test]
+fn lease_is_never_shorter_than_timeout_plus_margin() {
+    let sink = Arc::new(CountingSink {
+        min_lease: Duration::from_secs(60),
+        ..Arc::try_unwrap(CountingSink::ok()).ok().unwrap()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let relay = Relay::new(db.store.clone(), sink, fast_config());
+        assert_eq!(relay.lease(), Duration::from_secs(90));
+    });
+}
+
+/// A dead row reset with the documented SQL is due at once with a fresh budget and is delivered;
+/// its history is kept; the views count right.
+async fn reset_from_dead_by_sql_delivers_again(db: TestDb) {
+    let good = db.store.enqueue("w", "good", &json!({})).await.unwrap();
+    let bad = db.store.enqueue("w", "bad", &json!({})).await.unwrap();
+    let later = db.store.enqueue("w2", "later", &json!({})).await.unwrap();
+    let fail_bad = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = fail_bad.clone();
+    let sink = CountingSink::with(move |row| match row.key.as_str() {
+        "bad" if f.load(std::sync::atomic::Ordering::SeqCst) => Outcome::Dead {
+            reason: "HTTP 400: customer.name is required".into(),
+        },
+        "later" if f.load(std::sync::atomic::Ordering::SeqCst) => Outcome::Retry {
+            after: Duration::from_secs(3600),
+            reason: "HTTP 503".into(),
+        },
+        _ => Outcome::Done,
+    });
+    let relay = Relay::new(db.store.clone(), sink.clone(), fast_config());
+    let r = relay.drain().await.unwrap();
+    assert_eq!((r.done, r.dead, r.retried), (1, 1, 1));
+    assert_eq!(db.state_of(good.id).await, "done");
+    assert_eq!(db.state_of(later.id).await, "retry_wait");
+    // ferry_dead shows the reason and attempts.
+    assert_eq!(db.scalar("SELECT count(*) FROM ferry_dead").await, 1);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM ferry_dead WHERE key = 'bad' AND attempts = 1 AND last_error LIKE '%customer.name%' AND last_status = 400").await,
+        1
+    );
+    // ferry_status: one dead row of w, one retry_wait row of w2, done rows not listed.
+    let status = db.store.status().await.unwrap();
+    let lines: Vec<(String, String, i64)> = status
+        .iter()
+        .map(|s| (s.workflow.clone(), s.state.clone(), s.rows))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("w".into(), "dead".into(), 1),
+            ("w2".into(), "retry_wait".into(), 1)
+        ]
+    );
+    // The retry_wait row is not due: another drain leaves it.
+    assert_eq!(relay.drain().await.unwrap().claimed, 0);
+
+    // Operator reset, exactly as the README says.
+    fail_bad.store(false, std::sync::atomic::Ordering::SeqCst);
+    let n = db
+        .exec(&format!(
+            "UPDATE ferry_outbox SET state = 'pending' WHERE id IN ({}, {})",
+            bad.id, later.id
+        ))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let row = db.store.get(bad.id).await.unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("pending", 0));
+    assert_eq!(db.scalar("SELECT count(*) FROM ferry_dead").await, 0);
+    let r = relay.drain().await.unwrap();
+    assert_eq!(r.done, 2, "both reset rows are due at once");
+    assert_eq!(db.state_of(bad.id).await, "done");
+    assert_eq!(db.store.get(bad.id).await.unwrap().attempts, 1);
+    let history = db.store.attempts(bad.id).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|a| a.outcome.as_str())
+            .collect::<Vec<_>>(),
+        vec!["dead", "done"]
+    );
+    assert!(db.store.status().await.unwrap().is_empty());
+}
+both_backends!(reset_by_sql, reset_from_dead_by_sql_delivers_again);
+
+/// The database refuses unknown states and moves the state machine does not have.
+async fn database_refuses_unknown_states(db: TestDb) {
+    let e = db.store.enqueue("w", "k", &json!({})).await.unwrap();
+    let err = db
+        .exec(&format!(
+            "UPDATE ferry_outbox SET state = 'paused' WHERE id = {}",
+            e.id
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("check"), "{err}");
+    assert_eq!(db.state_of(e.id).await, "pending");
+    assert!(db
+        .exec("INSERT INTO ferry_outbox (workflow, key, payload, state) VALUES ('w', 'x', '{}', 'bogus')")
+        .await
+        .is_err());
+    // pending -> done skips sending: refused.
+    let err = db
+        .exec(&format!(
+            "UPDATE ferry_outbox SET state = 'done' WHERE id = {}",
+            e.id
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("illegal state transition"),
+        "{err}"
+    );
+    // done is final.
+    Relay::new(db.store.clone(), CountingSink::ok(), fast_config())
+        .drain()
+        .await
+        .unwrap();
+    assert_eq!(db.state_of(e.id).await, "done");
+    let err = db
+        .exec(&format!(
+            "UPDATE ferry_outbox SET state = 'pending' WHERE id = {}",
+            e.id
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("illegal state transition"),
+        "{err}"
+    );
+    assert_eq!(db.state_of(e.id).await, "done");
+    // The store's own reset says why in words.
+    let err = db.store.reset(e.id).await.unwrap_err();
+    assert!(
+        err.to_string().contains("only dead, retry_wait or sending"),
+        "{err}"
+    );
+}
+both_backends!(unknown_states_refused, database_refuses_unknown_states);
+
+/// Cancel moves a pending row to dead with the reason; a released row gets its attempt back.
+async fn cancel_and_release(db: TestDb) {
+    let a = db.store.enqueue("w", "a", &json!({})).await.unwrap();
+    db.store
+        .cancel(a.id, "cancelled by operator: order refunded")
+        .await
+        .unwrap();
+    let row = db.store.get(a.id).await.unwrap();
+    assert_eq!(row.state, "dead");
+    assert!(row.last_error.unwrap().contains("refunded"));
+    let b = db.store.enqueue("w", "b", &json!({})).await.unwrap();
+    let claimed = db
+        .store
+        .claim(1, Duration::from_secs(60), &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, b.id);
+    let release = Completion {
+        id: b.id,
+        token: claimed[0].token,
+        key: "b".into(),
+        attempt: 1,
+        outcome: Outcome::Release {
+            after: Duration::ZERO,
+        },
+        record: None,
+        on_done: None,
+    };
+    assert_eq!(
+        db.store.complete(&[release]).await.unwrap(),
+        vec![Recorded::Accepted]
+    );
+    let row = db.store.get(b.id).await.unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("retry_wait", 0));
+    assert_eq!(db.store.attempts(b.id).await.unwrap().len(), 0);
+    // Skipped workflows are not claimed.
+    assert!(db
+        .store
+        .claim(10, Duration::from_secs(60), &["w".to_string()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        db.store
+            .claim(10, Duration::from_secs(60), &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+both_backends!(cancel_release, cancel_and_release);
+
+/// An idle relay whose poll interval is a minute still picks up a new intent at once.
+async fn idle_relay_wakes_on_commit(db: TestDb) {
+    let sink = CountingSink::ok();
+    let config = RelayConfig {
+        poll_interval: Duration::from_secs(60),
+        ..fast_config()
+    };
+    let relay = Relay::new(db.second_store().await, sink.clone(), config);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let handle = tokio::spawn(async move { relay.run(s).await });
+    // Let the relay make its first (empty) claim and go idle. Not a race guard: if the relay
+    // were still starting, the row would simply be found by that first claim.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Committed through a connection that is not the relay's.
+    let e = db.store.enqueue("w", "wake", &json!({})).await.unwrap();
+    let picked = wait_until(Duration::from_secs(10), || async { sink.count(e.id) == 1 }).await;
+    // And by plain SQL from yet another connection.
+    let other = db.second_store().await;
+    match db.backend {
+        Backend::Postgres => {
+            sqlx::query(
+                "INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('w', 'sql', '{}')",
+            )
+            .execute(other.pg_pool().unwrap())
+            .await
+            .unwrap();
+        }
+        Backend::Sqlite => {
+            sqlx::query(
+                "INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('w', 'sql', '{}')",
+            )
+            .execute(other.sqlite_pool().unwrap())
+            .await
+            .unwrap();
+        }
+    }
+    let picked_sql = wait_until(Duration::from_secs(10), || async { sink.total() == 2 }).await;
+    stop.cancel();
+    handle.await.unwrap();
+    assert!(picked, "the relay did not wake for an enqueue");
+    assert!(picked_sql, "the relay did not wake for a plain SQL insert");
+}
+both_backends!(wake_on_commit, idle_relay_wakes_on_commit);
+
+/// The claim keeps its ordered partial-index scan on a table that is mostly done, after ANALYZE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claim_plan_uses_partial_index_on_mostly_done_table() {
+    let db = TestDb::new(Backend::Postgres).await;
+    db.exec(
+        "INSERT INTO ferry_outbox (workflow, key, payload, state, done_at) \
+             SELECT 'w', 'done' || g, '{}', 'pending', NULL FROM generate_series(1, 50000) g",
+    )
+    .await
+    .unwrap();
+    // Move them through sending to done as the relay would.
+    db.exec("UPDATE ferry_outbox SET state = 'sending'")
+        .await
+        .unwrap();
+    db.exec("UPDATE ferry_outbox SET state = 'done', done_at = now()")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        db.store
+            .enqueue("w", &format!("due{i}"), &json!({}))
+            .await
+            .unwrap();
+    }
+    db.exec("ANALYZE ferry_outbox").await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM ferry_outbox \
+          WHERE state IN ('pending', 'retry_wait', 'sending') AND due_at <= now() \
+            AND workflow <> ALL(ARRAY[]::text[]) ORDER BY due_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(db.store.pg_pool().unwrap())
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("ferry_outbox_due"), "claim plan:\n{plan}");
+    assert!(!plan.contains("Seq Scan"), "claim plan:\n{plan}");
+    let claimed = db
+        .store
+        .claim(100, Duration::from_secs(60), &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 20);
+}
+
+/// A store on a PostgreSQL that cannot be reached says which one, without the password.
+#[tokio::test]
+async fn unreachable_database_is_named_without_password() {
+    let mut config =
+        ferry::StoreConfig::new("postgres://ferry:hunter2@127.0.0.1:1/app".parse().unwrap());
+    config.connect_timeout = Duration::from_secs(2);
+    let err = Store::open(&config).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
