@@ -14,12 +14,22 @@
 //! * [`outbox`]: the persisted state machine, enqueue, and the store per backend (PostgreSQL,
 //!   SQLite).
 //! * [`relay`]: claiming, leases, wake-ups, concurrency, graceful shutdown.
+//! * [`delivery`]: the HTTP client per target, auth, outcome classification, circuit breaker.
+//! * [`workflow`]: the workflow files (`workflows/*.toml`): raw serde structs validated into
+//!   types that cannot be invalid; retry policies.
+//! * [`documents`]: typed documents and their validation (1C invoice, phiếu nhập/xuất, hóa đơn).
+//! * [`testkit`]: a scriptable HTTP/1.1 target on loopback, used by the tests and the demo.
 //!
 //! Delivery is at least once: every request carries `Idempotency-Key: <outbox id>`, stable across
 //! retries and crashes, and a duplicate can only come from a crash between a delivery and the
 //! recording of its outcome.
 
+pub mod delivery;
+pub mod documents;
+pub mod export;
 pub mod outbox;
 pub mod relay;
+pub mod testkit;
+pub mod workflow;
 
 pub use outbox::{enqueue, Enqueued, Store, StoreConfig, StoreError};

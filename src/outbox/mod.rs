@@ -7,6 +7,7 @@
 //! batch in one transaction, and refuses any completion whose token no longer matches (the lease
 //! was lost and someone else owns the row now).
 
+pub mod dynamic;
 mod enqueue;
 mod pg;
 mod sqlite;
@@ -543,6 +544,18 @@ impl Store {
     /// Run a statement with no parameters (used by tests and the demo for example schemas).
     pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.execute_script(sql).await)
+    }
+
+    /// Run SQL from a workflow file with named parameters (`:key`, `:limit`), rows by column name.
+    pub async fn fetch_named(
+        &self,
+        sql: &str,
+        params: &[(&str, dynamic::SqlValue)],
+    ) -> Result<Vec<dynamic::NamedRow>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Postgres(s) => dynamic::fetch_pg(&s.pool, sql, params).await?,
+            Backend::Sqlite(s) => dynamic::fetch_sqlite(&s.pool, sql, params).await?,
+        })
     }
 
     /// Is the database reachable right now?

@@ -253,3 +253,61 @@ impl Deliver for CountingSink {
         self.min_lease
     }
 }
+
+/// Credentials the tests' 1C plays with: a Cyrillic user name, as real 1C installations have.
+pub const ONEC_USER: &str = "Администратор";
+pub const ONEC_PASSWORD: &str = "пароль-1С";
+pub const API_USER: &str = "đối_tác";
+pub const API_PASSWORD: &str = "mật-khẩu";
+
+/// The shipped workflow files, pointed at `target` through their environment variables, with
+/// textual edits per file (`(file stem, from, to)`), e.g. to shrink retry waits.
+pub fn shipped_registry(target: &str, edits: &[(&str, &str, &str)]) -> ferry::workflow::Registry {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for (file, from, to) in edits {
+            if *file == stem {
+                assert!(text.contains(from), "{stem}: no '{from}' to edit");
+                text = text.replace(from, to);
+            }
+        }
+        files.push((path, text));
+    }
+    let target = target.to_string();
+    let env = move |name: &str| -> Option<String> {
+        match name {
+            "ONEC_BASE_URL" | "API_BASE_URL" => Some(target.clone()),
+            "ONEC_USERNAME" => Some(ONEC_USER.into()),
+            "ONEC_PASSWORD" => Some(ONEC_PASSWORD.into()),
+            "API_USERNAME" => Some(API_USER.into()),
+            "API_PASSWORD" => Some(API_PASSWORD.into()),
+            _ => None,
+        }
+    };
+    ferry::workflow::Registry::from_files(&files, &env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Create the example shop schema and one paid order (id 1001) with two items.
+pub async fn seed_shop(db: &TestDb) {
+    db.store
+        .execute_script(include_str!("../../examples/shop/schema.sql"))
+        .await
+        .unwrap();
+    db.store
+        .execute_script(
+            "INSERT INTO customers (id, name, phone, address) VALUES (1, 'Иван Иванов', '+79991234567', 'Москва, ул. Ленина, 1');
+             INSERT INTO orders (id, customer_id, status, invoice_number, invoice_date, delivery_cost)
+                  VALUES (1001, 1, 'paid', 'INV-2026-001', '2026-02-13', 500);
+             INSERT INTO order_items VALUES (1001, 1, 'ФР-00000044', 'Варочная панель', 2, 122334);
+             INSERT INTO order_items VALUES (1001, 2, 'ФР-00000045', 'Вытяжка', 1, 15000.50);",
+        )
+        .await
+        .unwrap();
+}

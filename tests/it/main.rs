@@ -1,4 +1,5 @@
 //! The integration tests: one binary, a database of its own per test, on both backends.
 
+mod delivery;
 mod helpers;
 mod outbox_core;

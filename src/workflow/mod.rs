@@ -1,0 +1,349 @@
+//! Declarative workflows: one `workflows/*.toml` file per export.
+//!
+//! A workflow says what document is sent (`document`), where (`[target]`,
+//! `[request]`), how hard to try (`[retry]`) and what to record when it
+//! succeeded (`[on_done]`). Files are loaded once at startup by
+//! [`Registry::load_dir`] and turned into validated types that cannot hold
+//! an invalid value, so the delivery engine never re-checks them.
+//!
+//! Loading goes through four stages, each collecting *all* problems so an
+//! operator fixes a broken deployment in one pass instead of one restart per
+//! typo:
+//!
+//! 1. parse the TOML (syntax errors carry toml's line and column);
+//! 2. expand `${VAR}` / `${VAR:-default}` in every string value through a
+//!    caller-supplied lookup (`env.rs`);
+//! 3. check the table against a schema (unknown, missing, mistyped fields)
+//!    and deserialize it into the raw structs of `raw.rs`;
+//! 4. validate the raw values into [`Workflow`] (`validate.rs`) and then
+//!    check the workflows against each other (duplicate names, targets that
+//!    are declared differently in two files).
+//!
+//! Secrets (passwords, tokens) are held in [`Secret`], whose `Debug` and
+//! `Display` print `***`, and are never echoed in error messages.
+
+mod env;
+mod raw;
+mod retry;
+mod sql;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::documents::{document_code, DocumentKind};
+
+pub use env::EnvLookup;
+pub use retry::{Backoff, RetryPolicy};
+pub use sql::{bind_params, ParamStyle, ON_DONE_PARAMS, RECONCILE_PARAMS, SOURCE_PARAMS};
+
+/// A credential. Printing it, by `Debug` or `Display`, shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The clear text, for building the request and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How requests to a target authenticate. `Debug` is derived but safe:
+/// every credential that matters is a [`Secret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    Basic { username: String, password: Secret },
+    Bearer { token: Secret },
+}
+
+/// When a target's circuit breaker opens and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitPolicy {
+    /// Consecutive failures that open the circuit.
+    pub failures: u32,
+    /// How long it stays open the first time.
+    pub open_for: Duration,
+    /// Upper bound when repeated failures lengthen the open period.
+    pub max_open_for: Duration,
+}
+
+impl Default for CircuitPolicy {
+    fn default() -> CircuitPolicy {
+        CircuitPolicy {
+            failures: 5,
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// A remote system. Workflows naming the same target share its concurrency
+/// cap and circuit breaker, so they must declare it identically.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub name: String,
+    /// `http://` or `https://`, no trailing slash, no credentials.
+    pub base_url: String,
+    pub auth: Auth,
+    pub max_concurrency: usize,
+    pub tls_verify: bool,
+    pub circuit: CircuitPolicy,
+}
+
+/// SQL used to build a document from business tables (`ferry export-invoice`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSql {
+    pub order_sql: String,
+    pub items_sql: String,
+}
+
+/// A periodic sweep that finds documents that should have been exported.
+#[derive(Debug, Clone)]
+pub struct Reconcile {
+    pub schedule: cron::Schedule,
+    /// The expression as written, for logs.
+    pub schedule_text: String,
+    pub sql: String,
+}
+
+/// One validated export.
+#[derive(Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub description: String,
+    /// The file it was loaded from, for messages.
+    pub file: PathBuf,
+    pub document: DocumentKind,
+    /// Payload field shown in logs as the document code.
+    pub identify_by: Option<String>,
+    pub target: Target,
+    /// `POST`, `PUT` or `PATCH`.
+    pub method: String,
+    /// Starts with `/`; appended to the target's base URL.
+    pub path: String,
+    pub timeout: Duration,
+    /// Extra request headers, sorted by name.
+    pub headers: Vec<(String, String)>,
+    pub retry: RetryPolicy,
+    pub on_done_sql: Option<String>,
+    pub source: Option<SourceSql>,
+    pub reconcile: Option<Reconcile>,
+}
+
+impl Workflow {
+    /// The full request URL.
+    pub fn url(&self) -> String {
+        format!("{}{}", self.target.base_url, self.path)
+    }
+
+    /// The document code of `payload` for logs, via `identify_by`.
+    pub fn document_code(&self, payload: &serde_json::Value) -> Option<String> {
+        document_code(payload, self.identify_by.as_deref()?)
+    }
+}
+
+/// Hand-written so header values are not printed: a file may well put an
+/// API key in `X-Api-Key = "${PARTNER_KEY}"`.
+impl fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, _)| (name.as_str(), "***"))
+            .collect();
+        f.debug_struct("Workflow")
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("file", &self.file)
+            .field("document", &self.document)
+            .field("identify_by", &self.identify_by)
+            .field("target", &self.target)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("timeout", &self.timeout)
+            .field("headers", &headers)
+            .field("retry", &self.retry)
+            .field("on_done_sql", &self.on_done_sql)
+            .field("source", &self.source)
+            .field("reconcile", &self.reconcile)
+            .finish()
+    }
+}
+
+/// One problem in one workflow file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}{problem}", file.display(), field_prefix(field.as_deref()))]
+pub struct WorkflowError {
+    pub file: PathBuf,
+    /// Dotted path of the field, e.g. `retry.waits[1]`; `None` for problems
+    /// with the file as a whole (syntax, I/O).
+    pub field: Option<String>,
+    pub problem: String,
+}
+
+fn field_prefix(field: Option<&str>) -> String {
+    field.map(|f| format!("{f}: ")).unwrap_or_default()
+}
+
+/// Every problem found while loading, across all files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", lines(.0))]
+pub struct WorkflowErrors(pub Vec<WorkflowError>);
+
+fn lines(errors: &[WorkflowError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// All loaded workflows, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    workflows: BTreeMap<String, Workflow>,
+}
+
+impl Registry {
+    /// Load every `*.toml` file in `dir` (other files are ignored).
+    pub fn load_dir(dir: &Path, env: EnvLookup<'_>) -> Result<Registry, WorkflowErrors> {
+        let failure = |problem: String| {
+            WorkflowErrors(vec![WorkflowError {
+                file: dir.to_path_buf(),
+                field: None,
+                problem,
+            }])
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            failure(format!(
+                "cannot read workflow directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let mut paths = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                failure(format!(
+                    "cannot read workflow directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            let path = entry.path();
+            if path.extension().is_some_and(|ext| ext == "toml") && path.is_file() {
+                paths.push(path);
+            }
+        }
+        if paths.is_empty() {
+            return Err(failure(format!(
+                "no workflow files (*.toml) in {}",
+                dir.display()
+            )));
+        }
+        // Sorted so errors and registry order do not depend on the file system.
+        paths.sort();
+        let mut files = Vec::with_capacity(paths.len());
+        let mut errors = Vec::new();
+        for path in paths {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push((path, text)),
+                Err(e) => errors.push(WorkflowError {
+                    file: path,
+                    field: None,
+                    problem: format!("cannot read file: {e}"),
+                }),
+            }
+        }
+        match Registry::from_files(&files, env) {
+            Ok(registry) if errors.is_empty() => Ok(registry),
+            Ok(_) => Err(WorkflowErrors(errors)),
+            Err(WorkflowErrors(more)) => {
+                errors.extend(more);
+                Err(WorkflowErrors(errors))
+            }
+        }
+    }
+
+    /// Build a registry from `(path, contents)` pairs; the path's stem is
+    /// the expected workflow name.
+    pub fn from_files(
+        files: &[(PathBuf, String)],
+        env: EnvLookup<'_>,
+    ) -> Result<Registry, WorkflowErrors> {
+        let mut errors = Vec::new();
+        let mut loaded = Vec::new();
+        for (path, text) in files {
+            match validate::load_file(path, text, env) {
+                Ok(workflow) => loaded.push(workflow),
+                Err(mut problems) => errors.append(&mut problems),
+            }
+        }
+        let mut registry = Registry::default();
+        validate::cross_check(&loaded, &mut errors);
+        if !errors.is_empty() {
+            return Err(WorkflowErrors(errors));
+        }
+        for workflow in loaded {
+            registry.workflows.insert(workflow.name.clone(), workflow);
+        }
+        Ok(registry)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Workflow> {
+        self.workflows.get(name)
+    }
+
+    /// Workflows sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Workflow> {
+        self.workflows.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.workflows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workflows.is_empty()
+    }
+
+    /// Each distinct target once (they are identical across workflows, which
+    /// loading guarantees), sorted by name.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        let mut seen = BTreeMap::new();
+        for workflow in self.workflows.values() {
+            seen.entry(workflow.target.name.as_str())
+                .or_insert(&workflow.target);
+        }
+        seen.into_values()
+    }
+
+    /// The longest request timeout, e.g. to size a shutdown grace period;
+    /// zero for an empty registry.
+    pub fn max_timeout(&self) -> Duration {
+        self.iter()
+            .map(|w| w.timeout)
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+}
