@@ -18,15 +18,23 @@
 //! * [`workflow`]: the workflow files (`workflows/*.toml`): raw serde structs validated into
 //!   types that cannot be invalid; retry policies.
 //! * [`documents`]: typed documents and their validation (1C invoice, phiếu nhập/xuất, hóa đơn).
+//! * [`export`]: the 1C invoice flow (paid orders only, never twice, flag set on success).
+//! * [`ops`]: metrics, the health/metrics HTTP endpoints, logging; [`cron`]: periodic jobs.
+//! * [`config`]: settings in layers (defaults, file, environment, flags), validated.
 //! * [`testkit`]: a scriptable HTTP/1.1 target on loopback, used by the tests and the demo.
 //!
 //! Delivery is at least once: every request carries `Idempotency-Key: <outbox id>`, stable across
 //! retries and crashes, and a duplicate can only come from a crash between a delivery and the
 //! recording of its outcome.
 
+pub mod cli;
+pub mod config;
+pub mod cron;
 pub mod delivery;
+pub mod demo;
 pub mod documents;
 pub mod export;
+pub mod ops;
 pub mod outbox;
 pub mod relay;
 pub mod testkit;

@@ -47,8 +47,9 @@ pub enum DeliveryError {
 
 /// Something a delivery observer wants to know (metrics, the demo's progress).
 pub trait DeliveryObserver: Send + Sync + 'static {
-    /// An attempt finished (or was skipped: `outcome` is then a release).
-    fn attempt(&self, workflow: &str, outcome: &Outcome, status: Option<u16>, duration: Duration);
+    /// An attempt finished (or was skipped: `outcome` is then a release; or the row died before
+    /// any request: `status` is then `None` and `duration` zero).
+    fn attempt(&self, row: &Claimed, outcome: &Outcome, status: Option<u16>, duration: Duration);
     /// A target's circuit changed state.
     fn circuit(&self, target: &str, view: CircuitView);
 }
@@ -185,14 +186,14 @@ impl HttpDeliverer {
         v
     }
 
-    fn observe(&self, workflow: &str, d: &Delivery) {
+    fn observe(&self, row: &Claimed, d: &Delivery) {
         if let Some(o) = &self.observer {
             let (status, duration) = d
                 .record
                 .as_ref()
                 .map(|r| (r.http_status, r.duration))
                 .unwrap_or((None, Duration::ZERO));
-            o.attempt(workflow, &d.outcome, status, duration);
+            o.attempt(row, &d.outcome, status, duration);
         }
     }
 
@@ -321,7 +322,7 @@ impl HttpDeliverer {
 impl Deliver for HttpDeliverer {
     async fn deliver(&self, row: &Claimed) -> Delivery {
         let d = self.deliver_row(row).await;
-        self.observe(&row.workflow, &d);
+        self.observe(row, &d);
         d
     }
 

@@ -546,6 +546,22 @@ impl Store {
         dispatch!(self, s => s.execute_script(sql).await)
     }
 
+    /// Delete `done` rows finished more than `older_than` ago (their attempts go with them), in
+    /// batches so no statement holds locks for long. Returns how many rows.
+    pub async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.prune_done(older_than).await)
+    }
+
+    /// Take the tick `tick` of cron job `job` for this relay: true if no relay took it before.
+    pub async fn claim_cron_tick(
+        &self,
+        job: &str,
+        tick: DateTime<Utc>,
+        relay: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.claim_cron_tick(job, tick, relay).await)
+    }
+
     /// Run SQL from a workflow file with named parameters (`:key`, `:limit`), rows by column name.
     pub async fn fetch_named(
         &self,

@@ -477,6 +477,47 @@ impl PgStore {
         .rows_affected())
     }
 
+    pub(crate) async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM ferry_outbox WHERE id IN ( \
+                   SELECT id FROM ferry_outbox \
+                    WHERE state = 'done' AND done_at < now() - $1 * interval '1 millisecond' \
+                    LIMIT 5000)",
+            )
+            .bind(ms(older_than))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += n;
+            if n < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub(crate) async fn claim_cron_tick(
+        &self,
+        job: &str,
+        tick: DateTime<Utc>,
+        relay: &str,
+    ) -> Result<bool, StoreError> {
+        let won = sqlx::query(
+            "INSERT INTO ferry_cron (job, last_tick, ran_at, ran_by) VALUES ($1, $2, now(), $3) \
+             ON CONFLICT (job) DO UPDATE SET last_tick = EXCLUDED.last_tick, ran_at = now(), \
+                    ran_by = EXCLUDED.ran_by \
+              WHERE ferry_cron.last_tick < EXCLUDED.last_tick \
+             RETURNING job",
+        )
+        .bind(job)
+        .bind(tick)
+        .bind(relay)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(won.is_some())
+    }
+
     pub(crate) async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
         sqlx::raw_sql(sql).execute(&self.pool).await?;
         Ok(())

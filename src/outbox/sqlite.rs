@@ -420,6 +420,49 @@ impl SqliteStore {
         Ok(n)
     }
 
+    pub(crate) async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let cutoff = format!("-{:.3} seconds", older_than.as_secs_f64());
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM ferry_outbox WHERE id IN ( \
+                   SELECT id FROM ferry_outbox \
+                    WHERE state = 'done' AND done_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
+                    LIMIT 5000)",
+            )
+            .bind(&cutoff)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += n;
+            if n < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub(crate) async fn claim_cron_tick(
+        &self,
+        job: &str,
+        tick: chrono::DateTime<chrono::Utc>,
+        relay: &str,
+    ) -> Result<bool, StoreError> {
+        let tick = tick.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let won = sqlx::query(&format!(
+            "INSERT INTO ferry_cron (job, last_tick, ran_at, ran_by) VALUES (?1, ?2, {NOW}, ?3) \
+             ON CONFLICT (job) DO UPDATE SET last_tick = excluded.last_tick, ran_at = {NOW}, \
+                    ran_by = excluded.ran_by \
+              WHERE ferry_cron.last_tick < excluded.last_tick \
+             RETURNING job"
+        ))
+        .bind(job)
+        .bind(&tick)
+        .bind(relay)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(won.is_some())
+    }
+
     pub(crate) async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
         sqlx::raw_sql(sql).execute(&self.pool).await?;
         Ok(())
