@@ -40,4 +40,4 @@ pub mod relay;
 pub mod testkit;
 pub mod workflow;
 
-pub use outbox::{enqueue, Enqueued, Store, StoreConfig, StoreError};
+pub use outbox::{enqueue, enqueue_many, Enqueued, Store, StoreConfig, StoreError};

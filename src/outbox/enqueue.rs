@@ -45,6 +45,13 @@ pub trait EnqueueConn<'c>: Send {
         key: &'c str,
         payload: String,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>>;
+
+    #[doc(hidden)]
+    fn insert_intents(
+        self,
+        workflow: &'c str,
+        rows: Vec<(String, String)>,
+    ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>>;
 }
 
 /// Add an export intent for `(workflow, key)` on the caller's connection or transaction.
@@ -75,6 +82,43 @@ where
         )));
     }
     conn.insert_intent(workflow, key, text).await
+}
+
+/// Add many intents of one workflow in one statement (PostgreSQL) or one loop of prepared
+/// statements (SQLite) on the caller's connection or transaction. Keys already present are left
+/// as they are and come back with `created: false`. The result follows the order of `items`.
+///
+/// # Errors
+/// As [`enqueue`], for the first offending item.
+pub async fn enqueue_many<'c, C, P>(
+    conn: C,
+    workflow: &'c str,
+    items: &[(&str, &P)],
+) -> Result<Vec<Enqueued>, StoreError>
+where
+    C: EnqueueConn<'c>,
+    P: Serialize,
+{
+    let mut rows = Vec::with_capacity(items.len());
+    for (key, payload) in items {
+        check_names(workflow, key)?;
+        let text = serde_json::to_string(payload).map_err(|e| {
+            StoreError::InvalidIntent(format!(
+                "payload of {workflow}/{key} is not JSON-serializable: {e}"
+            ))
+        })?;
+        if text.len() > MAX_PAYLOAD_BYTES {
+            return Err(StoreError::InvalidIntent(format!(
+                "payload of {workflow}/{key} is {} bytes, over the limit of {MAX_PAYLOAD_BYTES}",
+                text.len()
+            )));
+        }
+        rows.push((key.to_string(), text));
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    conn.insert_intents(workflow, rows).await
 }
 
 fn check_names(workflow: &str, key: &str) -> Result<(), StoreError> {
@@ -135,6 +179,67 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
             })
         })
     }
+
+    fn insert_intents(
+        self,
+        workflow: &'c str,
+        rows: Vec<(String, String)>,
+    ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>> {
+        Box::pin(async move {
+            let (keys, payloads): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+            let inserted: Vec<(i64, String)> = sqlx::query_as(
+                "INSERT INTO ferry_outbox (workflow, key, payload) \
+                 SELECT $1, k, p::jsonb FROM UNNEST($2::text[], $3::text[]) AS t(k, p) \
+                 ON CONFLICT (workflow, key) DO NOTHING RETURNING id, key",
+            )
+            .bind(workflow)
+            .bind(&keys)
+            .bind(&payloads)
+            .fetch_all(&mut *self)
+            .await?;
+            let mut found: std::collections::HashMap<String, Enqueued> = inserted
+                .into_iter()
+                .map(|(id, k)| {
+                    (
+                        k,
+                        Enqueued {
+                            id,
+                            created: true,
+                            state: State::Pending,
+                        },
+                    )
+                })
+                .collect();
+            if found.len() < keys.len() {
+                let missing: Vec<&String> =
+                    keys.iter().filter(|k| !found.contains_key(*k)).collect();
+                let existing: Vec<(i64, String, String)> = sqlx::query_as(
+                    "SELECT id, key, state FROM ferry_outbox WHERE workflow = $1 AND key = ANY($2)",
+                )
+                .bind(workflow)
+                .bind(&missing)
+                .fetch_all(&mut *self)
+                .await?;
+                for (id, k, st) in existing {
+                    found.insert(
+                        k,
+                        Enqueued {
+                            id,
+                            created: false,
+                            state: parse_state(&st)?,
+                        },
+                    );
+                }
+            }
+            keys.iter()
+                .map(|k| {
+                    found.get(k).cloned().ok_or_else(|| {
+                        StoreError::InvalidIntent(format!("key {k} appears twice in one batch"))
+                    })
+                })
+                .collect()
+        })
+    }
 }
 
 impl<'c> EnqueueConn<'c> for &'c mut SqliteConnection {
@@ -144,34 +249,56 @@ impl<'c> EnqueueConn<'c> for &'c mut SqliteConnection {
         key: &'c str,
         payload: String,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>> {
+        Box::pin(async move { sqlite_insert(self, workflow, key, &payload).await })
+    }
+
+    fn insert_intents(
+        self,
+        workflow: &'c str,
+        rows: Vec<(String, String)>,
+    ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>> {
+        // SQLite runs in-process: a prepared statement per row inside the caller's transaction
+        // costs microseconds, so one loop is as fast as a multi-row statement and simpler.
         Box::pin(async move {
-            let inserted = sqlx::query(
-                "INSERT INTO ferry_outbox (workflow, key, payload) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (workflow, key) DO NOTHING RETURNING id",
-            )
-            .bind(workflow)
-            .bind(key)
-            .bind(&payload)
-            .fetch_optional(&mut *self)
-            .await?;
-            if let Some(row) = inserted {
-                return Ok(Enqueued {
-                    id: row.try_get(0)?,
-                    created: true,
-                    state: State::Pending,
-                });
+            let mut out = Vec::with_capacity(rows.len());
+            for (key, payload) in &rows {
+                out.push(sqlite_insert(&mut *self, workflow, key, payload).await?);
             }
-            let row =
-                sqlx::query("SELECT id, state FROM ferry_outbox WHERE workflow = ?1 AND key = ?2")
-                    .bind(workflow)
-                    .bind(key)
-                    .fetch_one(&mut *self)
-                    .await?;
-            Ok(Enqueued {
-                id: row.try_get(0)?,
-                created: false,
-                state: parse_state(row.try_get(1)?)?,
-            })
+            Ok(out)
         })
     }
+}
+
+async fn sqlite_insert(
+    conn: &mut SqliteConnection,
+    workflow: &str,
+    key: &str,
+    payload: &str,
+) -> Result<Enqueued, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO ferry_outbox (workflow, key, payload) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (workflow, key) DO NOTHING RETURNING id",
+    )
+    .bind(workflow)
+    .bind(key)
+    .bind(payload)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(Enqueued {
+            id: row.try_get(0)?,
+            created: true,
+            state: State::Pending,
+        });
+    }
+    let row = sqlx::query("SELECT id, state FROM ferry_outbox WHERE workflow = ?1 AND key = ?2")
+        .bind(workflow)
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Enqueued {
+        id: row.try_get(0)?,
+        created: false,
+        state: parse_state(row.try_get(1)?)?,
+    })
 }

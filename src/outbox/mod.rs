@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use enqueue::{enqueue, EnqueueConn, Enqueued, MAX_PAYLOAD_BYTES};
+pub use enqueue::{enqueue, enqueue_many, EnqueueConn, Enqueued, MAX_PAYLOAD_BYTES};
 pub use state::{Outcome, State};
 
 /// Errors of the storage layer.

@@ -582,3 +582,63 @@ async fn unreachable_database_is_named_without_password() {
     assert!(text.contains("127.0.0.1:1"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// Batch enqueue in the caller's transaction: one row per new key, existing keys returned as
+/// they are, results in input order, and nothing at all if the transaction rolls back.
+async fn batch_enqueue_in_caller_transaction(db: TestDb) {
+    let before = db
+        .store
+        .enqueue("w", "k2", &json!({"old": true}))
+        .await
+        .unwrap();
+    let payloads: Vec<serde_json::Value> = (0..5).map(|i| json!({ "i": i })).collect();
+    let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &serde_json::Value)> = keys
+        .iter()
+        .map(String::as_str)
+        .zip(payloads.iter())
+        .collect();
+    let run = |commit: bool| {
+        let items = items.clone();
+        let db = &db;
+        async move {
+            match db.backend {
+                Backend::Postgres => {
+                    let mut tx = db.store.pg_pool().unwrap().begin().await.unwrap();
+                    let r = ferry::enqueue_many(&mut *tx, "w", &items).await.unwrap();
+                    if commit {
+                        tx.commit().await.unwrap()
+                    } else {
+                        tx.rollback().await.unwrap()
+                    }
+                    r
+                }
+                Backend::Sqlite => {
+                    let mut tx = db.store.sqlite_pool().unwrap().begin().await.unwrap();
+                    let r = ferry::enqueue_many(&mut *tx, "w", &items).await.unwrap();
+                    if commit {
+                        tx.commit().await.unwrap()
+                    } else {
+                        tx.rollback().await.unwrap()
+                    }
+                    r
+                }
+            }
+        }
+    };
+    run(false).await;
+    assert_eq!(count_rows(&db).await, 1, "rolled back batch leaves nothing");
+    let r = run(true).await;
+    assert_eq!(r.len(), 5);
+    assert_eq!(r.iter().filter(|e| e.created).count(), 4);
+    assert_eq!(r[2].id, before.id);
+    assert!(!r[2].created);
+    assert_eq!(count_rows(&db).await, 5);
+    let row = db.store.get(r[4].id).await.unwrap();
+    assert_eq!(row.key, "k4");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&row.payload).unwrap(),
+        json!({"i": 4})
+    );
+}
+both_backends!(batch_enqueue, batch_enqueue_in_caller_transaction);
