@@ -260,7 +260,7 @@ pub enum Recorded {
 }
 
 /// One line of the `ferry_status` view.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct StatusLine {
     pub workflow: String,
     pub state: String,
@@ -269,7 +269,7 @@ pub struct StatusLine {
 }
 
 /// A whole outbox row, for `ferry show` and `ferry list`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
     pub workflow: String,
@@ -286,7 +286,7 @@ pub struct OutboxRow {
 }
 
 /// One line of `ferry_attempts`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct AttemptLine {
     pub attempt: i32,
     pub started_at: String,

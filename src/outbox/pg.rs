@@ -31,13 +31,13 @@ macro_rules! ts {
 const ROW_COLUMNS: &str = concat!(
     "id, workflow, key, state, attempts, ",
     ts!("due_at"),
-    ", last_error, last_status, ",
+    " AS due_at, last_error, last_status, ",
     ts!("created_at"),
-    ", ",
+    " AS created_at, ",
     ts!("updated_at"),
-    ", ",
+    " AS updated_at, ",
     ts!("done_at"),
-    ", payload::text"
+    " AS done_at, payload::text AS payload"
 );
 
 #[derive(Clone)]
@@ -348,40 +348,29 @@ impl PgStore {
     }
 
     pub(crate) async fn status(&self) -> Result<Vec<StatusLine>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT workflow, state, rows, oldest_due_age_s FROM ferry_status ORDER BY workflow, state",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StatusLine {
-                    workflow: r.try_get(0)?,
-                    state: r.try_get(1)?,
-                    rows: r.try_get(2)?,
-                    oldest_due_age_s: r.try_get(3)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub(crate) async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT state, count(*) FROM ferry_outbox GROUP BY state ORDER BY state")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        Ok(
+            sqlx::query_as(
+                "SELECT state, count(*) FROM ferry_outbox GROUP BY state ORDER BY state",
+            )
+            .fetch_all(&self.pool)
+            .await?,
+        )
     }
 
     pub(crate) async fn get(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
         let sql = format!("SELECT {ROW_COLUMNS} FROM ferry_outbox WHERE id = $1");
-        let row = sqlx::query(&sql)
+        Ok(sqlx::query_as(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
-            .await?;
-        row.map(to_row).transpose()
+            .await?)
     }
 
     pub(crate) async fn find(
@@ -391,35 +380,21 @@ impl PgStore {
     ) -> Result<Option<OutboxRow>, StoreError> {
         let sql =
             format!("SELECT {ROW_COLUMNS} FROM ferry_outbox WHERE workflow = $1 AND key = $2");
-        let row = sqlx::query(&sql)
+        Ok(sqlx::query_as(&sql)
             .bind(workflow)
             .bind(key)
             .fetch_optional(&self.pool)
-            .await?;
-        row.map(to_row).transpose()
+            .await?)
     }
 
     pub(crate) async fn attempts(&self, id: i64) -> Result<Vec<AttemptLine>, StoreError> {
         let sql = concat!(
             "SELECT attempt, ",
             ts!("started_at"),
-            ", duration_ms, outcome, http_status, error, response_excerpt \
+            " AS started_at, duration_ms, outcome, http_status, error, response_excerpt \
              FROM ferry_attempts WHERE outbox_id = $1 ORDER BY id"
         );
-        let rows = sqlx::query(sql).bind(id).fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(AttemptLine {
-                    attempt: r.try_get(0)?,
-                    started_at: r.try_get(1)?,
-                    duration_ms: r.try_get(2)?,
-                    outcome: r.try_get(3)?,
-                    http_status: r.try_get(4)?,
-                    error: r.try_get(5)?,
-                    response_excerpt: r.try_get(6)?,
-                })
-            })
-            .collect()
+        Ok(sqlx::query_as(sql).bind(id).fetch_all(&self.pool).await?)
     }
 
     pub(crate) async fn list(&self, f: &ListFilter) -> Result<Vec<OutboxRow>, StoreError> {
@@ -428,13 +403,12 @@ impl PgStore {
               WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR workflow = $2) \
               ORDER BY id DESC LIMIT $3"
         );
-        let rows = sqlx::query(&sql)
+        Ok(sqlx::query_as(&sql)
             .bind(f.state.map(|s| s.as_str()))
             .bind(f.workflow.as_deref())
             .bind(if f.limit > 0 { f.limit } else { 100 })
             .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(to_row).collect()
+            .await?)
     }
 
     pub(crate) async fn set_state(
@@ -531,23 +505,6 @@ impl PgStore {
     pub(crate) async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-fn to_row(r: PgRow) -> Result<OutboxRow, StoreError> {
-    Ok(OutboxRow {
-        id: r.try_get(0)?,
-        workflow: r.try_get(1)?,
-        key: r.try_get(2)?,
-        state: r.try_get(3)?,
-        attempts: r.try_get(4)?,
-        due_at: r.try_get(5)?,
-        last_error: r.try_get(6)?,
-        last_status: r.try_get(7)?,
-        created_at: r.try_get(8)?,
-        updated_at: r.try_get(9)?,
-        done_at: r.try_get(10)?,
-        payload: r.try_get(11)?,
-    })
 }
 
 /// `ferry_attempts.outcome` for a completion as it was recorded.

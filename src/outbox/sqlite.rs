@@ -286,40 +286,29 @@ impl SqliteStore {
     }
 
     pub(crate) async fn status(&self) -> Result<Vec<StatusLine>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT workflow, state, rows, oldest_due_age_s FROM ferry_status ORDER BY workflow, state",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StatusLine {
-                    workflow: r.try_get(0)?,
-                    state: r.try_get(1)?,
-                    rows: r.try_get(2)?,
-                    oldest_due_age_s: r.try_get(3)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub(crate) async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT state, count(*) FROM ferry_outbox GROUP BY state ORDER BY state")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        Ok(
+            sqlx::query_as(
+                "SELECT state, count(*) FROM ferry_outbox GROUP BY state ORDER BY state",
+            )
+            .fetch_all(&self.pool)
+            .await?,
+        )
     }
 
     pub(crate) async fn get(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
         let sql = format!("SELECT {ROW_COLUMNS} FROM ferry_outbox WHERE id = ?1");
-        let row = sqlx::query(&sql)
+        Ok(sqlx::query_as(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
-            .await?;
-        row.map(to_row).transpose()
+            .await?)
     }
 
     pub(crate) async fn find(
@@ -329,35 +318,21 @@ impl SqliteStore {
     ) -> Result<Option<OutboxRow>, StoreError> {
         let sql =
             format!("SELECT {ROW_COLUMNS} FROM ferry_outbox WHERE workflow = ?1 AND key = ?2");
-        let row = sqlx::query(&sql)
+        Ok(sqlx::query_as(&sql)
             .bind(workflow)
             .bind(key)
             .fetch_optional(&self.pool)
-            .await?;
-        row.map(to_row).transpose()
+            .await?)
     }
 
     pub(crate) async fn attempts(&self, id: i64) -> Result<Vec<AttemptLine>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT attempt, started_at, duration_ms, outcome, http_status, error, response_excerpt \
                FROM ferry_attempts WHERE outbox_id = ?1 ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(AttemptLine {
-                    attempt: r.try_get(0)?,
-                    started_at: r.try_get(1)?,
-                    duration_ms: r.try_get(2)?,
-                    outcome: r.try_get(3)?,
-                    http_status: r.try_get(4)?,
-                    error: r.try_get(5)?,
-                    response_excerpt: r.try_get(6)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub(crate) async fn list(&self, f: &ListFilter) -> Result<Vec<OutboxRow>, StoreError> {
@@ -366,13 +341,12 @@ impl SqliteStore {
               WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR workflow = ?2) \
               ORDER BY id DESC LIMIT ?3"
         );
-        let rows = sqlx::query(&sql)
+        Ok(sqlx::query_as(&sql)
             .bind(f.state.map(|s| s.as_str()))
             .bind(f.workflow.as_deref())
             .bind(if f.limit > 0 { f.limit } else { 100 })
             .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(to_row).collect()
+            .await?)
     }
 
     pub(crate) async fn set_state(
@@ -502,23 +476,6 @@ async fn install_wake_hooks(
     });
     handle.set_rollback_hook(move || inserted.store(false, Ordering::Relaxed));
     Ok(())
-}
-
-fn to_row(r: SqliteRow) -> Result<OutboxRow, StoreError> {
-    Ok(OutboxRow {
-        id: r.try_get(0)?,
-        workflow: r.try_get(1)?,
-        key: r.try_get(2)?,
-        state: r.try_get(3)?,
-        attempts: r.try_get(4)?,
-        due_at: r.try_get(5)?,
-        last_error: r.try_get(6)?,
-        last_status: r.try_get(7)?,
-        created_at: r.try_get(8)?,
-        updated_at: r.try_get(9)?,
-        done_at: r.try_get(10)?,
-        payload: r.try_get(11)?,
-    })
 }
 
 /// How often the waiter looks at `PRAGMA data_version` for commits by other processes. The
