@@ -644,3 +644,39 @@ async fn export_invoice_edge_cases(db: TestDb) {
     assert_eq!(target.request_count(), 1);
 }
 both_backends!(export_invoice_cases, export_invoice_edge_cases);
+
+/// The per-target cap holds: with `max_concurrency = 2` and answers taking 150 ms, no third
+/// request reaches the target while two are open, even though the relay has 16 slots.
+#[tokio::test]
+async fn per_target_concurrency_is_capped() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let target = TargetServer::start().await.unwrap();
+    target.default_reply(Reply::ok().delayed(Duration::from_millis(150)));
+    let mut edits = Vec::new();
+    for wf in [
+        "partner_phieu_nhap",
+        "partner_phieu_xuat",
+        "partner_hoa_don",
+    ] {
+        edits.push((wf, "max_concurrency = 8", "max_concurrency = 2"));
+    }
+    let relay = http_relay(&db, &shipped_registry(&target.base_url(), &edits));
+    for i in 0..8 {
+        let code = format!("HD-{i}");
+        db.store
+            .enqueue("partner_hoa_don", &code, &json!({ "billCode": code }))
+            .await
+            .unwrap();
+    }
+    let r = relay.drain().await.unwrap();
+    assert_eq!(r.done, 8);
+    let mut arrivals: Vec<_> = target.requests().iter().map(|r| r.at).collect();
+    arrivals.sort();
+    for w in arrivals.windows(3) {
+        let gap = w[2] - w[0];
+        assert!(
+            gap >= Duration::from_millis(140),
+            "three requests within {gap:?}: the cap of 2 was exceeded"
+        );
+    }
+}
