@@ -185,19 +185,9 @@ impl Ctx {
         })
     }
 
-    /// Workflows loaded only for their names and document kinds: targets' variables may be
-    /// unset on an operator's machine.
-    fn registry_for_validation(&self) -> Result<Registry> {
-        let lookup = |name: &str| -> Option<String> {
-            self.sources.get(name).map(str::to_string).or_else(|| {
-                Some(if name.ends_with("_URL") {
-                    "http://unset.invalid".into()
-                } else {
-                    "unset".into()
-                })
-            })
-        };
-        Registry::load_dir(&self.config.workflows_dir, &lookup).map_err(|e| anyhow!("{e}"))
+    /// What enqueueing needs of a workflow, without the targets' variables.
+    fn summary(&self, workflow: &str) -> Result<crate::workflow::WorkflowSummary> {
+        crate::workflow::peek(&self.config.workflows_dir, workflow).map_err(|e| anyhow!("{e}"))
     }
 
     fn print<T: serde::Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
@@ -396,18 +386,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let payload: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| anyhow!("the payload is not valid JSON: {e}"))?;
-            let registry = ctx.registry_for_validation()?;
-            let wf = registry.get(&workflow).ok_or_else(|| {
-                anyhow!(
-                    "unknown workflow '{workflow}' (known: {})",
-                    registry
-                        .iter()
-                        .map(|w| w.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-            wf.document.validate(&payload)?;
+            ctx.summary(&workflow)?.document.validate(&payload)?;
             let store = ctx.migrated_store().await?;
             let e = store.enqueue(&workflow, &key, &payload).await?;
             ctx.print(
@@ -516,14 +495,9 @@ async fn export_invoice_command(
     wait: bool,
     timeout: Duration,
 ) -> Result<ExitCode> {
-    let registry = if wait {
-        ctx.registry()?
-    } else {
-        ctx.registry_for_validation()?
-    };
-    let wf = registry
-        .get(workflow)
-        .ok_or_else(|| anyhow!("unknown workflow '{workflow}'"))?;
+    // Waiting means delivering here, which needs the targets' variables; enqueueing does not.
+    let registry = if wait { Some(ctx.registry()?) } else { None };
+    let wf = ctx.summary(workflow)?;
     let store = ctx.migrated_store().await?;
     let report = export_invoice(&store, wf, order_id).await?;
     let (outbox_id, created) = match &report {
@@ -557,6 +531,7 @@ async fn export_invoice_command(
         return Ok(ExitCode::SUCCESS);
     }
     // Deliver in this process while waiting: a relay like any other, safe beside running ones.
+    let registry = registry.expect("loaded when waiting");
     let deliverer = Arc::new(HttpDeliverer::new(&registry)?);
     let relay = Relay::new(store.clone(), deliverer, ctx.config.relay.clone());
     let stop = CancellationToken::new();

@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use crate::documents::{DocumentError, OnecCustomer, OnecInvoice, OnecItem};
 use crate::outbox::dynamic::{NamedRow, SqlValue};
 use crate::outbox::{Enqueued, Store, StoreError};
-use crate::workflow::Workflow;
+use crate::workflow::WorkflowSummary;
 
 /// Why an export could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +31,8 @@ pub enum ExportError {
         column: String,
         problem: String,
     },
-    #[error("order {order} cannot be exported: {source}")]
-    Invalid {
-        order: String,
-        #[source]
-        source: DocumentError,
-    },
+    #[error("order {order} cannot be exported: {cause}")]
+    Invalid { order: String, cause: DocumentError },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -109,9 +105,10 @@ fn decimal(row: &NamedRow, order: &str, name: &str) -> Result<Decimal, ExportErr
 /// [`ExportError::NotFound`], [`ExportError::BadColumn`], or database errors.
 pub async fn read_order(
     store: &Store,
-    wf: &Workflow,
+    wf: impl Into<WorkflowSummary>,
     order_id: &str,
 ) -> Result<OrderSnapshot, ExportError> {
+    let wf: WorkflowSummary = wf.into();
     let source = wf
         .source
         .as_ref()
@@ -166,10 +163,11 @@ pub async fn read_order(
 /// errors.
 pub async fn export_invoice(
     store: &Store,
-    wf: &Workflow,
+    wf: impl Into<WorkflowSummary>,
     order_id: &str,
 ) -> Result<ExportReport, ExportError> {
-    let order = read_order(store, wf, order_id).await?;
+    let wf: WorkflowSummary = wf.into();
+    let order = read_order(store, wf.clone(), order_id).await?;
     if order.exported {
         return Ok(ExportReport::AlreadyExported {
             order_id: order_id.to_string(),
@@ -190,9 +188,9 @@ pub async fn export_invoice(
     })?;
     wf.document
         .validate(&payload)
-        .map_err(|source| ExportError::Invalid {
+        .map_err(|cause| ExportError::Invalid {
             order: order_id.to_string(),
-            source,
+            cause,
         })?;
     let Enqueued { id, created, state } = store.enqueue(&wf.name, order_id, &payload).await?;
     Ok(ExportReport::Enqueued {

@@ -35,11 +35,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 /// Errors building the deliverer.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("cannot build the HTTP client for target '{target}': {source}")]
+    #[error("cannot build the HTTP client for target '{target}': {cause}")]
     Client {
         target: String,
-        #[source]
-        source: reqwest::Error,
+        cause: reqwest::Error,
     },
     #[error("workflow {workflow}: {problem}")]
     Workflow { workflow: String, problem: String },
@@ -358,9 +357,9 @@ fn target_runtime(t: &Target, registry: &Registry) -> Result<TargetRuntime, Deli
         .tcp_nodelay(true)
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|source| DeliveryError::Client {
+        .map_err(|cause| DeliveryError::Client {
             target: t.name.clone(),
-            source,
+            cause,
         })?;
     Ok(TargetRuntime {
         name: t.name.clone(),

@@ -29,12 +29,8 @@ pub use state::{Outcome, State};
 pub enum StoreError {
     #[error("DATABASE_URL is not usable: {0}")]
     BadUrl(String),
-    #[error("cannot connect to the database at {target}: {source}")]
-    Connect {
-        target: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("cannot connect to the database at {target}: {cause}")]
+    Connect { target: String, cause: sqlx::Error },
     #[error("applying migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid intent: {0}")]

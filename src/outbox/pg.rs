@@ -62,14 +62,37 @@ impl PgStore {
             check_schema_name(schema)?;
             options = options.options([("search_path", schema.as_str())]);
         }
+        // One direct connection first: the pool retries until its timeout and then reports only
+        // "pool timed out", hiding the cause (connection refused, unknown database, bad role).
+        let target = config.url.redacted();
+        match tokio::time::timeout(
+            config.connect_timeout,
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+            Ok(Err(cause)) => return Err(StoreError::Connect { target, cause }),
+            Err(_) => {
+                return Err(StoreError::Connect {
+                    target,
+                    cause: sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {:?}", config.connect_timeout),
+                    )),
+                })
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.connect_timeout)
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Connect {
+            .map_err(|cause| StoreError::Connect {
                 target: config.url.redacted(),
-                source,
+                cause,
             })?;
         Ok(PgStore {
             pool,

@@ -70,6 +70,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
+        // One direct connection first, so an unusable path is reported at once with its cause
+        // instead of after the pool's timeout.
+        if let Err(cause) = SqliteConnection::connect_with(&options).await {
+            return Err(StoreError::Connect {
+                target: config.url.redacted(),
+                cause,
+            });
+        }
         let (tx, _) = watch::channel(0u64);
         let wake = Arc::new(Wake { tx });
         let hook_wake = wake.clone();
@@ -85,9 +93,9 @@ impl SqliteStore {
             })
             .connect_with(options.clone())
             .await
-            .map_err(|source| StoreError::Connect {
+            .map_err(|cause| StoreError::Connect {
                 target: config.url.redacted(),
-                source,
+                cause,
             })?;
         Ok(SqliteStore {
             pool,

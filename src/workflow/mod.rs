@@ -119,6 +119,94 @@ pub struct SourceSql {
     pub items_sql: String,
 }
 
+/// What commands that only enqueue need of a workflow: its name, document kind and `[source]`
+/// SQL, read from the file without resolving environment variables (an operator's machine need
+/// not have the targets' URLs and passwords to enqueue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowSummary {
+    pub name: String,
+    pub file: PathBuf,
+    pub document: DocumentKind,
+    pub source: Option<SourceSql>,
+}
+
+impl From<&Workflow> for WorkflowSummary {
+    fn from(w: &Workflow) -> Self {
+        WorkflowSummary {
+            name: w.name.clone(),
+            file: w.file.clone(),
+            document: w.document,
+            source: w.source.clone(),
+        }
+    }
+}
+
+/// Read the summary of workflow `name` from `dir/name.toml`. Use `ferry workflows check` (a
+/// full [`Registry::load_dir`]) to validate the whole file.
+///
+/// # Errors
+/// An unknown workflow (naming the ones that exist), an unreadable file, or a missing or unknown
+/// `document`.
+pub fn peek(dir: &Path, name: &str) -> Result<WorkflowSummary, WorkflowError> {
+    let file = dir.join(format!("{name}.toml"));
+    let err = |field: Option<&str>, problem: String| WorkflowError {
+        file: file.clone(),
+        field: field.map(str::to_string),
+        problem,
+    };
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid || !file.is_file() {
+        let mut known: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        known.sort();
+        return Err(err(
+            None,
+            format!("unknown workflow '{name}' (known: {})", known.join(", ")),
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| err(None, format!("cannot read: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(None, format!("TOML syntax error: {}", e.message())))?;
+    let document = table
+        .get("document")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| err(Some("document"), "missing".into()))?;
+    let document = DocumentKind::parse(document).ok_or_else(|| {
+        err(
+            Some("document"),
+            format!("unknown document kind '{document}'"),
+        )
+    })?;
+    let source = table
+        .get("source")
+        .and_then(|v| v.as_table())
+        .and_then(|t| {
+            Some(SourceSql {
+                order_sql: t.get("order_sql")?.as_str()?.to_string(),
+                items_sql: t.get("items_sql")?.as_str()?.to_string(),
+            })
+        });
+    Ok(WorkflowSummary {
+        name: name.to_string(),
+        file,
+        document,
+        source,
+    })
+}
+
 /// A periodic sweep that finds documents that should have been exported.
 #[derive(Debug, Clone)]
 pub struct Reconcile {
