@@ -157,8 +157,12 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
             .bind(workflow)
             .bind(key)
             .bind(&payload)
-            .fetch_optional(&mut *self)
-            .await?;
+            // Read to completion (not fetch_optional): the statement's commit, when it runs in
+            // autocommit, happens as it finishes, and its error must reach the caller.
+            .fetch_all(&mut *self)
+            .await?
+            .into_iter()
+            .next();
             if let Some(row) = inserted {
                 return Ok(Enqueued {
                     id: row.try_get(0)?,
@@ -282,8 +286,13 @@ async fn sqlite_insert(
     .bind(workflow)
     .bind(key)
     .bind(payload)
-    .fetch_optional(&mut *conn)
-    .await?;
+    // Read to completion: outside a transaction SQLite commits when the statement finishes, and
+    // fetch_optional would stop after the RETURNING row and lose a failed commit (disk full)
+    // while reporting the intent as stored.
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .next();
     if let Some(row) = inserted {
         return Ok(Enqueued {
             id: row.try_get(0)?,

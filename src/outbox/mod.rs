@@ -596,6 +596,15 @@ impl Waiter {
             Waiter::Sqlite(w) => w.wait(timeout).await,
         }
     }
+
+    /// Close the waiter's own connection now rather than whenever it is dropped (a dropped
+    /// SQLite connection lets go of the database file later, on its worker thread).
+    pub async fn close(self) {
+        match self {
+            Waiter::Postgres(w) => w.close().await,
+            Waiter::Sqlite(w) => w.close().await,
+        }
+    }
 }
 
 /// Truncate `s` to at most `max` bytes on a char boundary, marking the cut.

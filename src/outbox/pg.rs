@@ -510,9 +510,9 @@ impl PgStore {
         .bind(job)
         .bind(tick)
         .bind(relay)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool) // to completion, so a failed autocommit is an error, not a win
         .await?;
-        Ok(won.is_some())
+        Ok(!won.is_empty())
     }
 
     pub(crate) async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
@@ -578,6 +578,12 @@ pub struct PgWaiter {
 }
 
 impl PgWaiter {
+    pub(crate) async fn close(self) {
+        if let Some(l) = self.listener {
+            drop(l);
+        }
+    }
+
     pub(crate) async fn wait(&mut self, timeout: Duration) -> bool {
         let Some(listener) = self.listener.as_mut() else {
             tokio::time::sleep(timeout).await;

@@ -440,9 +440,9 @@ impl SqliteStore {
         .bind(job)
         .bind(&tick)
         .bind(relay)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool) // to completion, so a failed autocommit is an error, not a win
         .await?;
-        Ok(won.is_some())
+        Ok(!won.is_empty())
     }
 
     pub(crate) async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
@@ -521,6 +521,12 @@ impl SqliteWaiter {
                 self.conn = None;
                 false
             }
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        if let Some(conn) = self.conn {
+            let _ = conn.close().await;
         }
     }
 

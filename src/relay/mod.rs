@@ -356,6 +356,9 @@ impl<D: Deliver> Relay<D> {
                 }
             }
         }
+        if let Some(w) = waiter.take() {
+            w.close().await;
+        }
         drop(done_tx);
         let _ = completer.await;
         renewer_stop.cancel();

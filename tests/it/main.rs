@@ -2,5 +2,6 @@
 
 mod binary;
 mod delivery;
+mod faults;
 mod helpers;
 mod outbox_core;
