@@ -30,8 +30,7 @@ CREATE TABLE ferry_outbox (
 
 CREATE INDEX ferry_outbox_due ON ferry_outbox (due_at)
     WHERE state IN ('pending', 'retry_wait', 'sending');
-CREATE INDEX ferry_outbox_live ON ferry_outbox (workflow, state)
-    WHERE state <> 'done';
+CREATE INDEX ferry_outbox_dead ON ferry_outbox (workflow) WHERE state = 'dead';
 CREATE INDEX ferry_outbox_done_at ON ferry_outbox (done_at) WHERE state = 'done';
 
 CREATE TABLE ferry_attempts (
@@ -88,8 +87,13 @@ SELECT
         julianday(min(CASE WHEN due_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') THEN due_at END)))
         * 86400.0, 0.0)                        AS oldest_due_age_s
 FROM ferry_outbox
-WHERE state <> 'done'
-GROUP BY workflow, state;
+WHERE state IN ('pending', 'retry_wait', 'sending')
+GROUP BY workflow, state
+UNION ALL
+SELECT workflow, 'dead', count(*), min(created_at), NULL, 0.0
+FROM ferry_outbox
+WHERE state = 'dead'
+GROUP BY workflow;
 
 CREATE VIEW ferry_dead AS
 SELECT
