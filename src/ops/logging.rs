@@ -184,9 +184,13 @@ fn open_file(dir: &Path, file_name: &str) -> Result<RollingFileAppender, OpsErro
 }
 
 fn writer<W: std::io::Write + Send + 'static>(inner: W) -> (NonBlocking, WorkerGuard) {
-    // Not lossy: an outbox engine's log is part of its audit trail, so under
-    // a burst we would rather slow down briefly than silently drop lines.
-    NonBlockingBuilder::default().lossy(false).finish(inner)
+    // Not lossy: under a burst we would rather slow down briefly than silently drop lines.
+    // Bounded: the default queue holds 128k lines, tens of MiB when the sink is slow, which
+    // breaks the relay's memory budget; 4k lines (about 1 MiB) absorb any short burst.
+    NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(4096)
+        .finish(inner)
 }
 
 fn stderr_wants_colour() -> bool {
