@@ -477,16 +477,21 @@ impl PgStore {
     pub(crate) async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let n = sqlx::query(
-                "DELETE FROM ferry_outbox WHERE id IN ( \
-                   SELECT id FROM ferry_outbox \
-                    WHERE state = 'done' AND done_at < now() - $1 * interval '1 millisecond' \
-                    LIMIT 5000)",
+            // The rows and their attempts go together, in one statement.
+            let n: i64 = sqlx::query_scalar(
+                "WITH gone AS ( \
+                   DELETE FROM ferry_outbox WHERE id IN ( \
+                     SELECT id FROM ferry_outbox \
+                      WHERE state = 'done' AND done_at < now() - $1 * interval '1 millisecond' \
+                      LIMIT 5000) \
+                   RETURNING id), \
+                 attempts AS (DELETE FROM ferry_attempts WHERE outbox_id IN (SELECT id FROM gone)) \
+                 SELECT count(*) FROM gone",
             )
             .bind(ms(older_than))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            .fetch_one(&self.pool)
+            .await?;
+            let n = n as u64;
             total += n;
             if n < 5000 {
                 return Ok(total);

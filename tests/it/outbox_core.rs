@@ -678,3 +678,53 @@ async fn batch_enqueue_in_caller_transaction(db: TestDb) {
     );
 }
 both_backends!(batch_enqueue, batch_enqueue_in_caller_transaction);
+
+/// The prune job deletes done rows past the retention together with their attempts, and
+/// leaves recent done rows, live rows and dead rows (and their history) alone.
+async fn prune_removes_old_done_rows_with_their_attempts(db: TestDb) {
+    let old = db.store.enqueue("w", "old", &json!({})).await.unwrap();
+    let recent = db.store.enqueue("w", "recent", &json!({})).await.unwrap();
+    let dead = db.store.enqueue("w", "dead", &json!({})).await.unwrap();
+    let sink = CountingSink::with(|row| match row.key.as_str() {
+        "dead" => Outcome::Dead {
+            reason: "no".into(),
+        },
+        _ => Outcome::Done,
+    });
+    Relay::new(db.store.clone(), sink, fast_config())
+        .drain()
+        .await
+        .unwrap();
+    let live = db.store.enqueue("w", "live", &json!({})).await.unwrap();
+    let long_ago = match db.backend {
+        Backend::Postgres => "now() - interval '30 days'",
+        Backend::Sqlite => "'2000-01-01T00:00:00.000Z'",
+    };
+    db.exec(&format!(
+        "UPDATE ferry_outbox SET done_at = {long_ago} WHERE id = {}",
+        old.id
+    ))
+    .await
+    .unwrap();
+    let n = db
+        .store
+        .prune_done(Duration::from_secs(21 * 24 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(db.store.get(old.id).await.is_err());
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM ferry_attempts WHERE outbox_id = {}",
+            old.id
+        ))
+        .await,
+        0
+    );
+    for id in [recent.id, dead.id, live.id] {
+        db.store.get(id).await.unwrap();
+    }
+    assert_eq!(db.store.attempts(recent.id).await.unwrap().len(), 1);
+    assert_eq!(db.store.attempts(dead.id).await.unwrap().len(), 1);
+}
+both_backends!(prune, prune_removes_old_done_rows_with_their_attempts);
