@@ -57,6 +57,18 @@ CREATE INDEX ferry_outbox_due ON ferry_outbox (due_at)
 -- the queue refills). With only ferry_outbox_due matching, the ordered scan is the one plan.
 CREATE INDEX ferry_outbox_dead ON ferry_outbox (workflow) WHERE state = 'dead';
 
+-- A queue table: every delivery leaves dead tuples and dead entries in ferry_outbox_due that
+-- each claim's ordered scan must step over until vacuum removes them (measured: claims 1.6x
+-- slower with 1M churned rows, 5x with a burst on top, back to 1.0x after VACUUM). The default
+-- (vacuum after 20 % of the table changed) waits far too long on a big table.
+ALTER TABLE ferry_outbox SET (
+    autovacuum_vacuum_scale_factor = 0.0,
+    autovacuum_vacuum_threshold = 10000,
+    autovacuum_vacuum_insert_scale_factor = 0.0,
+    autovacuum_vacuum_insert_threshold = 10000,
+    autovacuum_vacuum_cost_delay = 0
+);
+
 -- Pruning done rows by age.
 CREATE INDEX ferry_outbox_done_at ON ferry_outbox (done_at) WHERE state = 'done';
 

@@ -265,6 +265,16 @@ impl<D: Deliver> Relay<D> {
 
         let mut waiter = None;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        // Under load, claim in batches of at least this many rows: a claim and its completions
+        // cost about the same for 1 row as for 100 (round trips and commits), so claiming a
+        // row per freed slot would spend the database on overhead.
+        let concurrency = self.config.concurrency.max(1);
+        let low_water = (self.config.batch_size as usize)
+            .min(concurrency.div_ceil(2))
+            .max(1);
+        // Whether the last claim found fewer rows than it asked for: the queue is drained, and
+        // any row that comes in is claimed at once, whatever the number of free slots.
+        let mut drained = true;
         let mut tasks: JoinSet<()> = JoinSet::new();
         tracing::info!(
             backend = self.store.backend_name(),
@@ -287,15 +297,16 @@ impl<D: Deliver> Relay<D> {
                     }
                 }
             }
-            // Wait for at least one free slot.
-            let free = slots.available_permits();
-            if free == 0 {
+            // Wait for free slots: one when the queue was drained, a batch's worth under load.
+            let need = if drained { 1 } else { low_water };
+            if slots.available_permits() < need {
                 tokio::select! {
-                    p = slots.clone().acquire_owned() => drop(p),
+                    p = slots.clone().acquire_many_owned(need as u32) => drop(p),
                     _ = shutdown.cancelled() => break,
                 }
                 continue;
             }
+            let free = slots.available_permits();
             let want = (free as u32).min(self.config.batch_size);
             let rows = match self.store.claim(want, lease, &self.deliver.paused()).await {
                 Ok(rows) => {
@@ -311,6 +322,7 @@ impl<D: Deliver> Relay<D> {
                 }
             };
             let got = rows.len();
+            drained = got < want as usize;
             self.stats.claimed.fetch_add(got as u64, Ordering::Relaxed);
             {
                 let mut h = held.lock().expect("held lock");
@@ -458,17 +470,26 @@ async fn completer(
     stats: Arc<RelayStats>,
     max_batch: usize,
 ) {
-    let mut batch: Vec<Finished> = Vec::with_capacity(max_batch);
+    let mut completions: Vec<Completion> = Vec::with_capacity(max_batch);
+    let mut slots: Vec<OwnedSemaphorePermit> = Vec::with_capacity(max_batch);
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < max_batch {
+        take(&mut completions, &mut slots, first);
+        // Linger a moment for more outcomes: one transaction for many rows is the cheap way
+        // to record them, and a millisecond is nothing next to a delivery.
+        let linger = tokio::time::Instant::now() + COMPLETION_LINGER;
+        while completions.len() < max_batch {
             match rx.try_recv() {
-                Ok(f) => batch.push(f),
-                Err(_) => break,
+                Ok(f) => take(&mut completions, &mut slots, f),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(linger, rx.recv()).await {
+                        Ok(Some(f)) => take(&mut completions, &mut slots, f),
+                        _ => break,
+                    }
+                }
             }
         }
-        let completions: Vec<Completion> = batch.iter().map(|f| f.completion.clone()).collect();
         // Keep trying: the outcome is known and only the database can take it. If the lease runs
         // out meanwhile the row is delivered again (a crash-window duplicate, same key).
         let recorded = loop {
@@ -499,9 +520,19 @@ async fn completer(
                 }
             }
         }
-        batch.clear();
+        completions.clear();
+        // The slots are freed only now that the outcomes are recorded (backpressure).
+        slots.clear();
     }
 }
+
+fn take(completions: &mut Vec<Completion>, slots: &mut Vec<OwnedSemaphorePermit>, f: Finished) {
+    completions.push(f.completion);
+    slots.push(f._slot);
+}
+
+/// How long the completer waits for more outcomes before recording a partial batch.
+const COMPLETION_LINGER: Duration = Duration::from_millis(1);
 
 async fn renewer(store: Store, held: Held, lease: Duration, stop: CancellationToken) {
     let every = (lease / 3).max(Duration::from_millis(50));
