@@ -31,6 +31,12 @@ CREATE TABLE ferry_outbox (
 CREATE INDEX ferry_outbox_due ON ferry_outbox (due_at)
     WHERE state IN ('pending', 'retry_wait', 'sending');
 CREATE INDEX ferry_outbox_dead ON ferry_outbox (workflow) WHERE state = 'dead';
+-- The live branch of ferry_status, grouped by (workflow, state). Without it SQLite serves the
+-- GROUP BY from the (workflow, key) index, reading every done row (measured: 17 % of a core
+-- for the 2 s gauge refresh after a 1M-row drain). Unlike PostgreSQL, SQLite's claim keeps the
+-- ordered ferry_outbox_due scan with this index present (checked by EXPLAIN QUERY PLAN).
+CREATE INDEX ferry_outbox_live ON ferry_outbox (workflow, state)
+    WHERE state IN ('pending', 'retry_wait', 'sending');
 CREATE INDEX ferry_outbox_done_at ON ferry_outbox (done_at) WHERE state = 'done';
 
 CREATE TABLE ferry_attempts (

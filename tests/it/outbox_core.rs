@@ -728,3 +728,45 @@ async fn prune_removes_old_done_rows_with_their_attempts(db: TestDb) {
     assert_eq!(db.store.attempts(dead.id).await.unwrap().len(), 1);
 }
 both_backends!(prune, prune_removes_old_done_rows_with_their_attempts);
+
+/// SQLite: the claim uses the ordered due index and ferry_status never reads the done rows.
+#[tokio::test]
+async fn sqlite_plans_skip_done_rows() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    db.exec(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 5000) \
+             INSERT INTO ferry_outbox (workflow, key, payload) SELECT 'w', 'k' || n, '{}' FROM g",
+    )
+    .await
+    .unwrap();
+    db.exec("ANALYZE").await.unwrap();
+    let plan = |sql: &'static str| {
+        let pool = db.store.sqlite_pool().unwrap().clone();
+        async move {
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+        }
+    };
+    let claim = plan(
+        "SELECT id FROM ferry_outbox WHERE state IN ('pending', 'retry_wait', 'sending') \
+         AND due_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ORDER BY due_at LIMIT 100",
+    )
+    .await;
+    assert!(
+        claim.contains("ferry_outbox_due") && !claim.contains("TEMP B-TREE"),
+        "{claim}"
+    );
+    let status = plan("SELECT * FROM ferry_status").await;
+    assert!(
+        !status.contains("sqlite_autoindex") && !status.contains("SCAN ferry_outbox\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("ferry_outbox_live") && status.contains("ferry_outbox_dead"),
+        "{status}"
+    );
+}
