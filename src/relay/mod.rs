@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -472,7 +472,11 @@ async fn completer(
 ) {
     let mut completions: Vec<Completion> = Vec::with_capacity(max_batch);
     let mut slots: Vec<OwnedSemaphorePermit> = Vec::with_capacity(max_batch);
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    // Two recording transactions may be in flight: each mostly waits for its commit to reach
+    // the disk, and batches hold disjoint rows, so they never wait for each other.
+    let pipeline = Arc::new(Semaphore::new(COMPLETION_PIPELINE));
+    let closing = Arc::new(AtomicBool::new(false));
+    let mut recording: JoinSet<()> = JoinSet::new();
     while let Some(first) = rx.recv().await {
         take(&mut completions, &mut slots, first);
         // Linger a moment for more outcomes: one transaction for many rows is the cheap way
@@ -490,46 +494,75 @@ async fn completer(
                 }
             }
         }
-        // Keep trying: the outcome is known and only the database can take it. If the lease runs
-        // out meanwhile the row is delivered again (a crash-window duplicate, same key).
-        let recorded = loop {
-            match store.complete(&completions).await {
-                Ok(r) => {
-                    backoff.reset();
-                    break Some(r);
+        let turn = pipeline
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the pipeline semaphore is never closed");
+        recording.spawn(record(
+            store.clone(),
+            std::mem::take(&mut completions),
+            std::mem::take(&mut slots),
+            held.clone(),
+            stats.clone(),
+            closing.clone(),
+            turn,
+        ));
+        while recording.try_join_next().is_some() {}
+    }
+    closing.store(true, Ordering::Relaxed);
+    while recording.join_next().await.is_some() {}
+}
+
+/// Record one batch of outcomes, retrying while the database is unavailable; then free the
+/// batch's delivery slots (the backpressure) and forget the rows.
+async fn record(
+    store: Store,
+    completions: Vec<Completion>,
+    slots: Vec<OwnedSemaphorePermit>,
+    held: Held,
+    stats: Arc<RelayStats>,
+    closing: Arc<AtomicBool>,
+    _turn: OwnedSemaphorePermit,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    // Keep trying: the outcome is known and only the database can take it. If the lease runs
+    // out meanwhile the row is delivered again (a crash-window duplicate, same key).
+    let recorded = loop {
+        match store.complete(&completions).await {
+            Ok(r) => break Some(r),
+            Err(e) => {
+                stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, rows = completions.len(), retry_in_ms = wait.as_millis() as u64,
+                    "recording outcomes failed; retrying");
+                if closing.load(Ordering::Relaxed) && backoff.attempts > 20 {
+                    break None;
                 }
-                Err(e) => {
-                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff.next_wait();
-                    tracing::warn!(error = %e, rows = completions.len(), retry_in_ms = wait.as_millis() as u64,
-                        "recording outcomes failed; retrying");
-                    if rx.is_closed() && backoff.attempts > 20 {
-                        break None;
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        };
-        if let Some(recorded) = recorded {
-            let mut h = held.lock().expect("held lock");
-            for (c, r) in completions.iter().zip(&recorded) {
-                stats.count(&c.outcome, r);
-                log_recorded(c, r, None);
-                if h.get(&c.id) == Some(&c.token) {
-                    h.remove(&c.id);
-                }
+                tokio::time::sleep(wait).await;
             }
         }
-        completions.clear();
-        // The slots are freed only now that the outcomes are recorded (backpressure).
-        slots.clear();
+    };
+    if let Some(recorded) = recorded {
+        let mut h = held.lock().expect("held lock");
+        for (c, r) in completions.iter().zip(&recorded) {
+            stats.count(&c.outcome, r);
+            log_recorded(c, r, None);
+            if h.get(&c.id) == Some(&c.token) {
+                h.remove(&c.id);
+            }
+        }
     }
+    drop(slots);
 }
 
 fn take(completions: &mut Vec<Completion>, slots: &mut Vec<OwnedSemaphorePermit>, f: Finished) {
     completions.push(f.completion);
     slots.push(f._slot);
 }
+
+/// Recording transactions in flight at once.
+const COMPLETION_PIPELINE: usize = 2;
 
 /// How long the completer waits for more outcomes before recording a partial batch.
 const COMPLETION_LINGER: Duration = Duration::from_millis(1);

@@ -2133,17 +2133,25 @@ async fn sqlite_disk_full_and_read_only() {
     assert!(run_relay_until_settled(&db, &store, &registry, Duration::from_secs(30)).await);
     assert_eq!(store.get(late.id).await.unwrap().state, "done");
 
-    // Read-only: Linux refuses to remount read-only while the database is open for writing, so
-    // close it first; then opening (or writing) fails with a clear error and nothing is
-    // corrupted.
+    // Read-only: Linux refuses to remount read-only while any file on it is open for writing
+    // (and any process of this test binary may briefly hold one across a fork), so copy the
+    // closed database to a second tmpfs that nothing has opened and make that one read-only.
+    // Opening (or writing) it fails with a clear error.
     store.close().await;
-    fs.remount("ro");
     let sqlite_url = || {
         StoreConfig::new(ferry::outbox::DatabaseUrl::Sqlite(
             path.display().to_string(),
         ))
     };
-    let err = match Store::open(&sqlite_url()).await {
+    let ro_fs = SmallFs::mount("16m").expect("a second tmpfs");
+    let ro_path = ro_fs.dir.join("ferry.db");
+    std::fs::copy(&path, &ro_path).unwrap();
+    ro_fs.remount("ro");
+    let err = match Store::open(&StoreConfig::new(ferry::outbox::DatabaseUrl::Sqlite(
+        ro_path.display().to_string(),
+    )))
+    .await
+    {
         Err(e) => e.to_string(),
         Ok(ro) => ro
             .enqueue("partner_hoa_don", "R-1", &json!({ "billCode": "R-1" }))
@@ -2159,7 +2167,7 @@ async fn sqlite_disk_full_and_read_only() {
             || err.contains("unable to open"),
         "{err}"
     );
-    fs.remount("rw");
+    assert_eq!(integrity(&path).await, "ok");
     let store = Store::open(&sqlite_url()).await.unwrap();
     let db = Db::of(&store);
     store
@@ -2187,7 +2195,7 @@ async fn sqlite_disk_full_and_read_only() {
             "{} partner rows of ~20 KiB on a 600 KiB tmpfs",
             expected.len()
         ),
-        "ENOSPC (SQLITE_FULL), then tmpfs grown; remount read-only, then read-write",
+        "ENOSPC (SQLITE_FULL), then tmpfs grown; a copy on a read-only tmpfs",
         v.committed,
         v.done,
         &v.dead,
