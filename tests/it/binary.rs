@@ -14,7 +14,7 @@ use ferry::testkit::{Reply, TargetServer};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    seed_shop, wait_until, Backend, TestDb, API_PASSWORD, API_USER, ONEC_PASSWORD, ONEC_USER,
+    seed_shop, wait_until, Backend, Proc, TestDb, API_PASSWORD, API_USER, ONEC_PASSWORD, ONEC_USER,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
@@ -176,96 +176,12 @@ async fn ferry(env: &Env, args: &[&str], stdin: Option<&str>) -> Out {
     }
 }
 
-/// A long-running child (`ferry run`), its output going to files. Dropping it kills it.
-struct Proc {
-    child: std::process::Child,
-    name: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn spawn(env: &Env, args: &[&str], name: &str) -> Proc {
-        let stdout = env.cwd.join(format!("{name}.stdout"));
-        let stderr = env.cwd.join(format!("{name}.stderr"));
-        let child = env
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("spawn ferry");
-        Proc {
-            child,
-            name: name.to_string(),
-            stdout,
-            stderr,
-        }
+impl crate::helpers::ChildEnv for Env {
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        Env::command(self, args)
     }
-
-    fn output(&self) -> String {
-        format!(
-            "--- {} stdout\n{}\n--- {} stderr\n{}",
-            self.name,
-            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
-            self.name,
-            std::fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-
-    fn sigterm(&self) {
-        let st = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -TERM {} failed", self.child.id());
-    }
-
-    /// Whether it is still running (panics with its output if it already exited).
-    fn assert_running(&mut self) {
-        if let Some(st) = self.child.try_wait().unwrap() {
-            panic!("{} exited early with {st}\n{}", self.name, self.output());
-        }
-    }
-
-    /// Wait for the exit, at most `deadline`.
-    async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        let end = tokio::time::Instant::now() + deadline;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                tokio::time::Instant::now() < end,
-                "{} did not exit within {deadline:?}\n{}",
-                self.name,
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// SIGTERM, then expect a clean exit 0 within 15 s.
-    async fn stop(&mut self) {
-        self.sigterm();
-        let st = self.wait_exit(Duration::from_secs(15)).await;
-        assert_eq!(
-            st.code(),
-            Some(0),
-            "{} on SIGTERM\n{}",
-            self.name,
-            self.output()
-        );
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+    fn cwd(&self) -> &std::path::Path {
+        &self.cwd
     }
 }
 

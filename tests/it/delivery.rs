@@ -29,51 +29,28 @@ pub fn invoice(number: &str) -> Value {
 /// The shipped files with the 1C waits 2 s/5 s/10 s shrunk to 20 ms, the 1C timeout to 300 ms,
 /// and the partner schedule to 10 ms steps with 6 attempts.
 pub fn fast_registry(target: &str) -> Registry {
-    shipped_registry(
-        target,
-        &[
-            (
-                "onec_invoice",
-                r#"waits = ["2s", "5s", "10s"]"#,
-                r#"waits = ["20ms", "20ms", "20ms"]"#,
-            ),
-            ("onec_invoice", r#"timeout = "60s""#, r#"timeout = "300ms""#),
-            (
-                "partner_phieu_nhap",
-                r#"give_up_after = "72h""#,
-                "max_attempts = 6",
-            ),
-            (
-                "partner_phieu_nhap",
-                r#"initial = "10s""#,
-                r#"initial = "10ms""#,
-            ),
-            ("partner_phieu_nhap", r#"max = "30m""#, r#"max = "20ms""#),
-            (
-                "partner_phieu_xuat",
-                r#"give_up_after = "72h""#,
-                "max_attempts = 6",
-            ),
-            (
-                "partner_phieu_xuat",
-                r#"initial = "10s""#,
-                r#"initial = "10ms""#,
-            ),
-            ("partner_phieu_xuat", r#"max = "30m""#, r#"max = "20ms""#),
-            (
-                "partner_hoa_don",
-                r#"give_up_after = "72h""#,
-                "max_attempts = 6",
-            ),
-            (
-                "partner_hoa_don",
-                r#"initial = "10s""#,
-                r#"initial = "10ms""#,
-            ),
-            ("partner_hoa_don", r#"max = "30m""#, r#"max = "20ms""#),
-        ],
-    )
+    let mut edits = vec![
+        (
+            "onec_invoice",
+            r#"waits = ["2s", "5s", "10s"]"#,
+            r#"waits = ["20ms", "20ms", "20ms"]"#,
+        ),
+        ("onec_invoice", r#"timeout = "60s""#, r#"timeout = "300ms""#),
+    ];
+    for wf in PARTNER_WORKFLOWS {
+        edits.push((wf, r#"give_up_after = "72h""#, "max_attempts = 6"));
+        edits.push((wf, r#"initial = "10s""#, r#"initial = "10ms""#));
+        edits.push((wf, r#"max = "30m""#, r#"max = "20ms""#));
+    }
+    shipped_registry(target, &edits)
 }
+
+/// The three shipped partner workflows (one target, one schedule).
+pub const PARTNER_WORKFLOWS: [&str; 3] = [
+    "partner_phieu_nhap",
+    "partner_phieu_xuat",
+    "partner_hoa_don",
+];
 
 pub fn http_relay(db: &TestDb, registry: &Registry) -> Relay<HttpDeliverer> {
     let deliverer = HttpDeliverer::new(registry).expect("deliverer");

@@ -25,7 +25,7 @@ use ferry::workflow::Registry;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{pg_url, seed_shop, wait_until, Backend, TestDb, API_USER, ONEC_USER};
+use crate::helpers::{pg_url, seed_shop, wait_until, Backend, Proc, TestDb, API_USER, ONEC_USER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
@@ -161,113 +161,12 @@ impl Env {
     }
 }
 
-/// A `ferry` child with its output in files. Dropping it kills it (SIGKILL) and reaps it.
-struct Proc {
-    child: std::process::Child,
-    name: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn spawn(env: &Env, args: &[&str], name: &str) -> Proc {
-        let stdout = env.cwd.join(format!("{name}.stdout"));
-        let stderr = env.cwd.join(format!("{name}.stderr"));
-        let child = env
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("spawn ferry");
-        Proc {
-            child,
-            name: name.into(),
-            stdout,
-            stderr,
-        }
+impl crate::helpers::ChildEnv for Env {
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        Env::command(self, args)
     }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn output(&self) -> String {
-        let tail = |s: String| {
-            let lines: Vec<&str> = s.lines().collect();
-            lines[lines.len().saturating_sub(40)..].join("\n")
-        };
-        format!(
-            "--- {} stdout (tail)\n{}\n--- {} stderr (tail)\n{}",
-            self.name,
-            tail(self.stdout()),
-            self.name,
-            tail(self.stderr())
-        )
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(st) = self.child.try_wait().unwrap() {
-            panic!("{} exited early with {st}\n{}", self.name, self.output());
-        }
-    }
-
-    /// SIGKILL and reap.
-    fn kill9(&mut self) {
-        self.assert_running();
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-
-    fn sigterm(&self) {
-        let st = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(st.success());
-    }
-
-    async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        let end = Instant::now() + deadline;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < end,
-                "{} did not exit within {deadline:?}\n{}",
-                self.name,
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// SIGTERM, then a clean exit 0 within 20 s.
-    async fn stop(&mut self) {
-        self.sigterm();
-        let st = self.wait_exit(Duration::from_secs(20)).await;
-        assert_eq!(
-            st.code(),
-            Some(0),
-            "{} on SIGTERM\n{}",
-            self.name,
-            self.output()
-        );
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+    fn cwd(&self) -> &Path {
+        &self.cwd
     }
 }
 

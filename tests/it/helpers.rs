@@ -311,3 +311,120 @@ pub async fn seed_shop(db: &TestDb) {
         .await
         .unwrap();
 }
+
+/// What a test's environment for the `ferry` binary provides: the command line and the working
+/// directory (where a child's output files go).
+pub trait ChildEnv {
+    fn command(&self, args: &[&str]) -> std::process::Command;
+    fn cwd(&self) -> &std::path::Path;
+}
+
+/// A `ferry` child with its output in files. Dropping it kills it (SIGKILL) and reaps it.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub name: String,
+    stdout: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(env: &impl ChildEnv, args: &[&str], name: &str) -> Proc {
+        let stdout = env.cwd().join(format!("{name}.stdout"));
+        let stderr = env.cwd().join(format!("{name}.stderr"));
+        let child = env
+            .command(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn ferry");
+        Proc {
+            child,
+            name: name.into(),
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn output(&self) -> String {
+        let tail = |s: String| {
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        format!(
+            "--- {} stdout (tail)\n{}\n--- {} stderr (tail)\n{}",
+            self.name,
+            tail(self.stdout()),
+            self.name,
+            tail(self.stderr())
+        )
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(st) = self.child.try_wait().unwrap() {
+            panic!("{} exited early with {st}\n{}", self.name, self.output());
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        self.assert_running();
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    pub fn sigterm(&self) {
+        let st = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success());
+    }
+
+    pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "{} did not exit within {deadline:?}\n{}",
+                self.name,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGTERM, then a clean exit 0 within 20 s.
+    pub async fn stop(&mut self) {
+        self.sigterm();
+        let st = self.wait_exit(Duration::from_secs(20)).await;
+        assert_eq!(
+            st.code(),
+            Some(0),
+            "{} on SIGTERM\n{}",
+            self.name,
+            self.output()
+        );
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
