@@ -615,25 +615,35 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         store.migrate().await.context("applying migrations")?;
     }
     let metrics = Arc::new(Metrics::new());
+    metrics.set_known_workflows(registry.iter().map(|w| w.name.clone()));
     let deliverer =
         HttpDeliverer::new(&registry)?.with_observer(Arc::new(MetricsObserver(metrics.clone())));
     let mut relay_config = config.relay.clone();
     if args.poll_only {
         relay_config.listen = false;
     }
-    let relay = Relay::new(store.clone(), Arc::new(deliverer), relay_config);
+    let grace = relay_config.shutdown_grace;
+    let relay = Relay::new(store.clone(), Arc::new(deliverer), relay_config)
+        .with_observer(Arc::new(MetricsObserver(metrics.clone())));
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
+    spawn_signal_handler(shutdown.clone(), grace);
 
     let ops_server = match metrics_addr {
         Some(addr) => {
             let s = store.clone();
+            let stats = relay.stats();
+            // Ready means the relay can claim: the database answers a ping and the relay's
+            // own claims are not failing (a ping can work while every claim fails).
             let ready: crate::ops::ReadyCheck = Arc::new(move || {
                 let s = s.clone();
+                let stats = stats.clone();
                 Box::pin(async move {
                     s.ping()
                         .await
-                        .map_err(|e| format!("database unreachable: {e}"))
+                        .map_err(|e| format!("database unreachable: {e}"))?;
+                    stats
+                        .claim_health()
+                        .map_err(|e| format!("relay cannot claim: {e}"))
                 })
             });
             let server = crate::ops::serve(&addr, metrics.clone(), ready, shutdown.clone()).await?;
@@ -666,41 +676,86 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         workflows = registry.len(),
         "ferry relay running; SIGTERM or Ctrl-C stops it"
     );
+    let started = tokio::time::Instant::now();
     relay.run(shutdown.clone()).await;
     shutdown.cancel();
-    let _ = gauges.await;
-    let _ = cron.await;
-    if let Some(s) = ops_server {
-        s.join().await;
+    // The relay kept within the grace period; the rest of the exit (cron, gauges, the HTTP
+    // server, closing the pool) gets what is left of it, and a short moment at least.
+    let left = grace
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(500));
+    let cleanup = async {
+        let _ = gauges.await;
+        let _ = cron.await;
+        if let Some(s) = ops_server {
+            s.join().await;
+        }
+        store.close().await;
+    };
+    if tokio::time::timeout(left, cleanup).await.is_err() {
+        tracing::warn!("shutdown time is up; exiting without waiting for the database");
     }
-    store.close().await;
     tracing::info!("ferry relay stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) {
+/// First SIGTERM/SIGINT: stop gracefully (the relay bounds its exit by `grace`). A second one:
+/// exit at once (rows held stay `sending` under their lease and are taken up again when it
+/// expires). A watchdog exits too if the graceful stop overruns the grace period by far.
+fn spawn_signal_handler(shutdown: CancellationToken, grace: Duration) {
+    let mut signals = Signals::new();
     tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = match signal(SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        let first = signals.next().await;
+        tracing::info!("{first}: stopping (a second signal exits at once)");
+        shutdown.cancel();
+        let overrun = grace.saturating_add(Duration::from_secs(10));
+        tokio::select! {
+            second = signals.next() => {
+                tracing::warn!("{second} again: exiting now; rows in flight are taken up again when their lease expires");
+                eprintln!("ferry: {second} again: exiting now");
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(overrun) => {
+                tracing::error!(grace_s = grace.as_secs_f64(), "graceful stop overran the grace period; exiting now");
+                eprintln!("ferry: graceful stop overran the grace period; exiting now");
+                std::process::exit(1);
             }
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        shutdown.cancel();
     });
+}
+
+/// SIGTERM and SIGINT, as they come.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            #[cfg(unix)]
+            term: match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    None
+                }
+            },
+        }
+    }
+
+    /// Wait for the next SIGTERM or SIGINT; returns its name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            return tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            };
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
 }
 
 /// Keep the row-count and lag gauges fresh (the ferry_status view is cheap: it skips done rows).

@@ -247,6 +247,9 @@ impl HttpDeliverer {
                 row.attempt
             ));
         }
+        // Until the request leaves, a shutdown that cuts this delivery off hands the row back
+        // without spending its attempt.
+        crate::relay::mark_waiting();
         // The circuit decides before the row takes a target slot.
         let probe = match rt.target.circuit.admit() {
             Admit::Go => false,
@@ -267,6 +270,7 @@ impl HttpDeliverer {
             .expect("target semaphore is never closed");
         let started_at = chrono::Utc::now();
         let clock = Instant::now();
+        crate::relay::mark_sending();
         let sent = rt
             .target
             .client

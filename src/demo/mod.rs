@@ -273,7 +273,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             shutdown_grace: Duration::from_secs(5),
             ..RelayConfig::default()
         },
-    );
+    )
+    .with_observer(Arc::new(MetricsObserver(metrics.clone())));
     let stop = CancellationToken::new();
     let s = stop.clone();
     let relay_task = tokio::spawn(async move { relay.run(s).await });

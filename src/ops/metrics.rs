@@ -181,6 +181,14 @@ impl HistogramSnapshot {
     }
 }
 
+/// Most distinct `workflow` label values per family. Workflow names come from rows, which plain
+/// SQL may fill with anything: past the known workflows (or this many names) series are counted
+/// under [`OTHER_WORKFLOW`], so a flood of bogus names cannot grow `/metrics` without bound.
+pub const MAX_WORKFLOW_LABELS: usize = 64;
+
+/// The `workflow` label of rows whose workflow is not loaded (or past [`MAX_WORKFLOW_LABELS`]).
+pub const OTHER_WORKFLOW: &str = "(other)";
+
 /// Everything Ferry records per workflow. Allocated once per workflow name
 /// and shared through `Arc`, so the registry map lock is released before any
 /// counter is touched.
@@ -215,6 +223,8 @@ pub struct Metrics {
     circuits: Mutex<BTreeMap<String, CircuitGauge>>,
     store_errors: AtomicU64,
     in_flight: AtomicI64,
+    /// The loaded workflows, when known: other names are labelled [`OTHER_WORKFLOW`].
+    known: Mutex<Option<std::collections::BTreeSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -241,11 +251,32 @@ impl Metrics {
             circuits: Mutex::new(BTreeMap::new()),
             store_errors: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
+            known: Mutex::new(None),
         }
+    }
+
+    /// Label only these workflows by name; rows of any other are counted as [`OTHER_WORKFLOW`].
+    pub fn set_known_workflows<I: IntoIterator<Item = S>, S: Into<String>>(&self, names: I) {
+        *lock(&self.known) = Some(names.into_iter().map(Into::into).collect());
+    }
+
+    /// The label value for `workflow`, given that a family already has `present` (a test of
+    /// whether a name has a series) and `len` series.
+    fn workflow_label<'a>(&self, workflow: &'a str, present: bool, len: usize) -> &'a str {
+        if let Some(known) = lock(&self.known).as_ref() {
+            if !known.contains(workflow) {
+                return OTHER_WORKFLOW;
+            }
+        }
+        if !present && len >= MAX_WORKFLOW_LABELS {
+            return OTHER_WORKFLOW;
+        }
+        workflow
     }
 
     fn workflow(&self, workflow: &str) -> Arc<WorkflowSeries> {
         let mut map = lock(&self.workflows);
+        let workflow = self.workflow_label(workflow, map.contains_key(workflow), map.len());
         if let Some(series) = map.get(workflow) {
             return Arc::clone(series);
         }
@@ -284,7 +315,9 @@ impl Metrics {
         let mut map = lock(&self.rows);
         map.values_mut().for_each(|v| *v = 0);
         for (workflow, state, n) in rows {
-            *map.entry((workflow.clone(), state.clone())).or_insert(0) += n;
+            let present = map.contains_key(&(workflow.clone(), state.clone()));
+            let label = self.workflow_label(workflow, present, map.len() / 5);
+            *map.entry((label.to_string(), state.clone())).or_insert(0) += n;
         }
     }
 
@@ -295,7 +328,8 @@ impl Metrics {
         let mut map = lock(&self.oldest_due_age);
         map.values_mut().for_each(|v| *v = 0.0);
         for (workflow, age) in ages {
-            let slot = map.entry(workflow.clone()).or_insert(0.0);
+            let label = self.workflow_label(workflow, map.contains_key(workflow), map.len());
+            let slot = map.entry(label.to_string()).or_insert(0.0);
             *slot = slot.max(*age);
         }
     }
@@ -1113,5 +1147,29 @@ mod tests {
     fn metrics_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Metrics>();
+    }
+
+    #[test]
+    fn workflow_labels_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..5_000 {
+            m.attempt(&format!("bogus-{i}"), "dead", None, Duration::ZERO);
+        }
+        let rows: Vec<(String, String, i64)> = (0..5_000)
+            .map(|i| (format!("bogus-{i}"), "pending".to_string(), 1))
+            .collect();
+        m.set_rows(&rows);
+        let text = m.render();
+        assert!(text.len() < 200_000, "{} bytes", text.len());
+        assert!(text.contains(OTHER_WORKFLOW));
+
+        let m = Metrics::new();
+        m.set_known_workflows(["onec_invoice"]);
+        m.attempt("onec_invoice", "done", Some(200), Duration::ZERO);
+        m.attempt("typo_workflow", "dead", None, Duration::ZERO);
+        let text = m.render();
+        assert!(text.contains("workflow=\"onec_invoice\""));
+        assert!(!text.contains("typo_workflow"), "{text}");
+        assert!(text.contains("workflow=\"(other)\""));
     }
 }

@@ -596,13 +596,24 @@ impl PgWaiter {
         };
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match tokio::time::timeout_at(deadline, listener.recv()).await {
+            // `try_recv`, not `recv`: `recv` reconnects a lost connection silently, and a NOTIFY
+            // sent while the connection was down is gone. `Ok(None)` is that reconnect (done
+            // eagerly, so LISTEN is in force again); a row may have come in meanwhile, so report
+            // a wake-up and let the relay claim at once.
+            match tokio::time::timeout_at(deadline, listener.try_recv()).await {
                 Err(_) => return false,
-                Ok(Ok(n)) if n.payload() == self.schema => return true,
-                Ok(Ok(_)) => continue, // another schema's outbox
+                Ok(Ok(Some(n))) if n.payload() == self.schema => return true,
+                Ok(Ok(Some(_))) => continue, // another schema's outbox
+                Ok(Ok(None)) => {
+                    tracing::warn!(
+                        "LISTEN connection lost and re-established; wake-ups may have been missed, claiming now"
+                    );
+                    return true;
+                }
                 Ok(Err(e)) => {
-                    // The listener reconnects on the next recv; notifications sent meanwhile are
-                    // lost, so report a wake-up and let the relay look for itself.
+                    // The reconnect itself failed (the database is down): the listener tries
+                    // again on the next call. Claim now (the claim reports the outage and backs
+                    // off) after a short pause, so a dead database is not hammered from here.
                     tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                     tokio::time::sleep_until(
                         deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)),

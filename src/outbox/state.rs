@@ -133,6 +133,10 @@ pub enum Outcome {
     /// The row was not attempted (its target's circuit is open, or the relay is shutting down):
     /// hand it back, refund the attempt the claim counted, due again after `after`.
     Release { after: Duration },
+    /// The request was cut off when the relay's shutdown grace period ended: the target may or
+    /// may not have received it. The attempt counts (restarts cannot give unlimited attempts) and
+    /// the row is due again at once; its attempt history says `aborted`.
+    Aborted { reason: String },
 }
 
 impl Outcome {
@@ -140,7 +144,9 @@ impl Outcome {
     pub fn next_state(&self) -> State {
         match self {
             Outcome::Done => State::Done,
-            Outcome::Retry { .. } | Outcome::Release { .. } => State::RetryWait,
+            Outcome::Retry { .. } | Outcome::Release { .. } | Outcome::Aborted { .. } => {
+                State::RetryWait
+            }
             Outcome::Dead { .. } => State::Dead,
         }
     }
@@ -149,6 +155,7 @@ impl Outcome {
     pub fn wait(&self) -> Option<Duration> {
         match self {
             Outcome::Retry { after, .. } | Outcome::Release { after } => Some(*after),
+            Outcome::Aborted { .. } => Some(Duration::ZERO),
             _ => None,
         }
     }
@@ -161,7 +168,9 @@ impl Outcome {
     /// The error text recorded in `last_error`, if any.
     pub fn error(&self) -> Option<&str> {
         match self {
-            Outcome::Retry { reason, .. } | Outcome::Dead { reason } => Some(reason),
+            Outcome::Retry { reason, .. }
+            | Outcome::Dead { reason }
+            | Outcome::Aborted { reason } => Some(reason),
             _ => None,
         }
     }
@@ -172,6 +181,7 @@ impl Outcome {
             Outcome::Done => "done",
             Outcome::Retry { .. } | Outcome::Release { .. } => "retry",
             Outcome::Dead { .. } => "dead",
+            Outcome::Aborted { .. } => "aborted",
         }
     }
 }
@@ -207,6 +217,7 @@ mod tests {
             Outcome::Release {
                 after: Duration::ZERO,
             },
+            Outcome::Aborted { reason: "x".into() },
         ];
         for o in outcomes {
             assert!(State::Sending.can_move_to(o.next_state()), "{o:?}");

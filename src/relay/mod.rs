@@ -14,9 +14,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -27,6 +29,56 @@ use uuid::Uuid;
 use crate::outbox::{
     AttemptRecord, Claimed, Completion, OnDoneSql, Outcome, Recorded, Store, StoreError,
 };
+
+/// Told about every outcome once the database has recorded it (never before: a completion that
+/// is refused as stale, or whose `on_done` SQL fails, is reported as what it became), and about
+/// the number of rows in flight. Metrics implement it.
+pub trait RelayObserver: Send + Sync + 'static {
+    /// One outcome as recorded. `row` is the claimed row's workflow and enqueue time.
+    fn recorded(&self, row: &RowInfo, completion: &Completion, recorded: &Recorded);
+    /// Rows this relay holds right now (claimed, not yet recorded).
+    fn in_flight(&self, _rows: usize) {}
+}
+
+/// What an observer needs to know of a recorded row besides its completion.
+#[derive(Debug, Clone)]
+pub struct RowInfo {
+    pub workflow: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl RowInfo {
+    fn of(row: &Claimed) -> RowInfo {
+        RowInfo {
+            workflow: row.workflow.clone(),
+            created_at: row.created_at,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set by the relay on each delivery task: where the delivery stands, so that a delivery cut
+    /// off at the end of the shutdown grace period is recorded as an `aborted` attempt only when
+    /// its request may have reached the target.
+    static PHASE: Arc<AtomicU8>;
+}
+
+const PHASE_UNKNOWN: u8 = 0;
+const PHASE_WAITING: u8 = 1;
+const PHASE_SENDING: u8 = 2;
+
+/// Called by a deliverer before it waits for anything that precedes its request (a target slot,
+/// a token): if the relay must cut the delivery off now, the row is handed back without
+/// spending an attempt. A deliverer that never calls it is treated as possibly sending.
+pub fn mark_waiting() {
+    let _ = PHASE.try_with(|p| p.store(PHASE_WAITING, Ordering::Relaxed));
+}
+
+/// Called by a deliverer right before its request leaves: from now on, cutting the delivery off
+/// spends the attempt (recorded as `aborted`).
+pub fn mark_sending() {
+    let _ = PHASE.try_with(|p| p.store(PHASE_SENDING, Ordering::Relaxed));
+}
 
 /// What a delivery attempt produced.
 #[derive(Debug, Clone)]
@@ -115,7 +167,13 @@ pub struct RelayStats {
     pub dead: AtomicU64,
     pub released: AtomicU64,
     pub stale: AtomicU64,
+    /// Requests cut off when the shutdown grace period ended (recorded as `aborted` attempts).
+    pub aborted: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Claims failed in a row (0 after a claim that worked): readiness reports the relay as not
+    /// ready while claims keep failing.
+    pub claim_failures: AtomicU64,
+    last_claim_error: Mutex<Option<String>>,
 }
 
 impl RelayStats {
@@ -127,8 +185,36 @@ impl RelayStats {
             (_, Outcome::Retry { .. }) => &self.retried,
             (_, Outcome::Dead { .. }) => &self.dead,
             (_, Outcome::Release { .. }) => &self.released,
+            (_, Outcome::Aborted { .. }) => &self.aborted,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn claim_ok(&self) {
+        if self.claim_failures.swap(0, Ordering::Relaxed) != 0 {
+            *self.last_claim_error.lock().expect("claim error lock") = None;
+        }
+    }
+
+    fn claim_failed(&self, e: &StoreError) {
+        self.claim_failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_claim_error.lock().expect("claim error lock") = Some(e.to_string());
+    }
+
+    /// `Err` with the last error while the relay's claims keep failing (two or more in a row):
+    /// a relay that cannot claim is not ready, whatever a ping of the database says.
+    pub fn claim_health(&self) -> Result<(), String> {
+        let n = self.claim_failures.load(Ordering::Relaxed);
+        if n < 2 {
+            return Ok(());
+        }
+        let last = self
+            .last_claim_error
+            .lock()
+            .expect("claim error lock")
+            .clone()
+            .unwrap_or_default();
+        Err(format!("the last {n} claims failed: {last}"))
     }
 }
 
@@ -152,6 +238,7 @@ impl TickReport {
             (_, Outcome::Retry { .. }) => self.retried += 1,
             (_, Outcome::Dead { .. }) => self.dead += 1,
             (_, Outcome::Release { .. }) => self.released += 1,
+            (_, Outcome::Aborted { .. }) => self.retried += 1,
         }
     }
 }
@@ -162,6 +249,7 @@ pub struct Relay<D: Deliver> {
     deliver: Arc<D>,
     config: RelayConfig,
     stats: Arc<RelayStats>,
+    observer: Option<Arc<dyn RelayObserver>>,
 }
 
 impl<D: Deliver> Relay<D> {
@@ -171,7 +259,14 @@ impl<D: Deliver> Relay<D> {
             deliver,
             config,
             stats: Arc::new(RelayStats::default()),
+            observer: None,
         }
+    }
+
+    /// Report recorded outcomes and rows in flight to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn RelayObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The counters this relay updates.
@@ -206,19 +301,23 @@ impl<D: Deliver> Relay<D> {
             .claimed
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         let deliver = &self.deliver;
-        let completions: Vec<Completion> = futures_util::stream::iter(rows)
+        let finished: Vec<(RowInfo, Completion)> = futures_util::stream::iter(rows)
             .map(|row| async move {
                 let d = deliver.deliver(&row).await;
-                completion(&row, d)
+                (RowInfo::of(&row), completion(&row, d))
             })
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await;
+        let (infos, completions): (Vec<RowInfo>, Vec<Completion>) = finished.into_iter().unzip();
         let recorded = self.store.complete(&completions).await?;
-        for (c, r) in completions.iter().zip(&recorded) {
+        for ((info, c), r) in infos.iter().zip(&completions).zip(&recorded) {
             report.add(&c.outcome, r);
             self.stats.count(&c.outcome, r);
-            log_recorded(c, r, None);
+            if let Some(o) = &self.observer {
+                o.recorded(info, c, r);
+            }
+            log_recorded(c, r);
         }
         Ok(report)
     }
@@ -242,18 +341,29 @@ impl<D: Deliver> Relay<D> {
     }
 
     /// The daemon loop; returns after `shutdown` is cancelled and in-flight work is settled.
+    ///
+    /// The whole exit after `shutdown` is bounded by [`RelayConfig::shutdown_grace`], whatever
+    /// the database or the targets do: in-flight deliveries get the grace period less a short
+    /// reserve; what is cut off is recorded (`aborted` when its request may have left, handed
+    /// back otherwise) within the reserve. What cannot be recorded in time (the database is
+    /// down) stays `sending` under its lease and is taken up again when the lease expires.
     pub async fn run(&self, shutdown: CancellationToken) {
         let lease = self.lease();
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let held: Held = Arc::new(Mutex::new(HashMap::new()));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
+        // Cancelled when the shutdown's time is up: everything still talking to the database
+        // gives up then.
+        let give_up = CancellationToken::new();
 
         let completer = tokio::spawn(completer(
             self.store.clone(),
             done_rx,
             held.clone(),
             self.stats.clone(),
+            self.observer.clone(),
             self.config.completion_batch.max(1),
+            give_up.clone(),
         ));
         let renewer_stop = CancellationToken::new();
         let renewer = tokio::spawn(renewer(
@@ -286,10 +396,15 @@ impl<D: Deliver> Relay<D> {
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             if waiter.is_none() {
-                match self.store.waiter(self.config.listen).await {
+                let opened = tokio::select! {
+                    w = self.store.waiter(self.config.listen) => w,
+                    _ = shutdown.cancelled() => break,
+                };
+                match opened {
                     Ok(w) => waiter = Some(w),
                     Err(e) => {
                         self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                        self.stats.claim_failed(&e);
                         let wait = backoff.next_wait();
                         tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database unavailable; will retry");
                         sleep_or_cancel(wait, &shutdown).await;
@@ -308,13 +423,22 @@ impl<D: Deliver> Relay<D> {
             }
             let free = slots.available_permits();
             let want = (free as u32).min(self.config.batch_size);
-            let rows = match self.store.claim(want, lease, &self.deliver.paused()).await {
+            // A claim cut off by shutdown may have committed: its rows stay `sending` under
+            // their lease and are taken up again when it expires. Nothing is lost.
+            let paused = self.deliver.paused();
+            let claimed = tokio::select! {
+                c = self.store.claim(want, lease, &paused) => c,
+                _ = shutdown.cancelled() => break,
+            };
+            let rows = match claimed {
                 Ok(rows) => {
                     backoff.reset();
+                    self.stats.claim_ok();
                     rows
                 }
                 Err(e) => {
                     self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats.claim_failed(&e);
                     let wait = backoff.next_wait();
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "claim failed; backing off");
                     sleep_or_cancel(wait, &shutdown).await;
@@ -324,26 +448,51 @@ impl<D: Deliver> Relay<D> {
             let got = rows.len();
             drained = got < want as usize;
             self.stats.claimed.fetch_add(got as u64, Ordering::Relaxed);
+            let claimed_at = Utc::now();
+            let clock = tokio::time::Instant::now();
+            let mut phases = Vec::with_capacity(got);
             {
                 let mut h = held.lock().expect("held lock");
                 for row in &rows {
-                    h.insert(row.id, row.token);
+                    let phase = Arc::new(AtomicU8::new(PHASE_UNKNOWN));
+                    phases.push(phase.clone());
+                    h.insert(
+                        row.id,
+                        HeldRow {
+                            token: row.token,
+                            attempt: row.attempt,
+                            key: row.key.clone(),
+                            info: RowInfo::of(row),
+                            claimed_at,
+                            clock,
+                            phase,
+                            delivered: false,
+                        },
+                    );
+                }
+                if let Some(o) = &self.observer {
+                    o.in_flight(h.len());
                 }
             }
-            for row in rows {
+            for (row, phase) in rows.into_iter().zip(phases) {
                 let permit = slots
                     .clone()
                     .try_acquire_owned()
                     .expect("claimed no more rows than free slots");
                 let deliver = self.deliver.clone();
                 let tx = done_tx.clone();
-                tasks.spawn(async move {
+                let held = held.clone();
+                tasks.spawn(PHASE.scope(phase, async move {
                     let d = deliver.deliver(&row).await;
+                    if let Some(h) = held.lock().expect("held lock").get_mut(&row.id) {
+                        h.delivered = true;
+                    }
                     let _ = tx.send(Finished {
+                        info: RowInfo::of(&row),
                         completion: completion(&row, d),
                         _slot: permit,
                     });
-                });
+                }));
             }
             if got < want as usize {
                 // Nothing more is due right now: sleep until woken or the poll interval passes.
@@ -355,60 +504,168 @@ impl<D: Deliver> Relay<D> {
             }
         }
 
-        // Shutdown: no more claims. Let in-flight deliveries finish within the grace period.
-        tracing::info!(in_flight = tasks.len(), "relay stopping");
-        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        // Shutdown: no more claims. The grace period bounds everything from here on.
+        let grace = self.config.shutdown_grace;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(grace).unwrap_or(now + FAR);
+        // Deliveries may use the grace period but a reserve kept for recording what they did.
+        let reserve = (grace / 4).min(Duration::from_secs(2));
+        let deliveries_end = deadline.checked_sub(reserve).unwrap_or(now);
+        tracing::info!(
+            in_flight = tasks.len(),
+            grace_s = grace.as_secs_f64(),
+            "relay stopping"
+        );
+        let mut aborted = false;
         while !tasks.is_empty() {
             tokio::select! {
                 _ = tasks.join_next() => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(aborted = tasks.len(), "grace period over; releasing rows still in flight");
+                _ = tokio::time::sleep_until(deliveries_end) => {
+                    tracing::warn!(aborted = tasks.len(), "grace period over; cutting off deliveries still in flight");
                     tasks.abort_all();
                     while tasks.join_next().await.is_some() {}
+                    aborted = true;
                 }
             }
         }
         if let Some(w) = waiter.take() {
-            w.close().await;
+            let _ = tokio::time::timeout_at(deadline, w.close()).await;
         }
         drop(done_tx);
+        // Recording delivered outcomes goes on until the deadline, then gives up.
+        let give_up_at = deadline;
+        let stopper = {
+            let give_up = give_up.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(give_up_at).await;
+                give_up.cancel();
+            })
+        };
         let _ = completer.await;
         renewer_stop.cancel();
         let _ = renewer.await;
-        // Whatever is still held was aborted mid-delivery or its outcome could not be recorded:
-        // hand it back so another relay takes it now rather than after the lease.
-        let leftovers: Vec<(i64, Uuid)> = held.lock().expect("held lock").drain().collect();
-        if !leftovers.is_empty() {
-            let releases: Vec<Completion> = leftovers
-                .iter()
-                .map(|&(id, token)| Completion {
-                    id,
-                    token,
-                    key: String::new(),
-                    attempt: 0,
-                    outcome: Outcome::Release {
-                        after: Duration::ZERO,
-                    },
-                    record: None,
-                    on_done: None,
-                })
-                .collect();
-            match self.store.complete(&releases).await {
-                Ok(r) => tracing::info!(
-                    released = r.iter().filter(|x| **x == Recorded::Accepted).count(),
-                    "rows handed back"
-                ),
-                Err(e) => tracing::warn!(error = %e, rows = releases.len(),
-                    "could not hand rows back; they are taken up again when their lease expires"),
-            }
+        // Whatever is still held was cut off mid-delivery or its outcome could not be recorded.
+        let leftovers: Vec<(i64, HeldRow)> = held.lock().expect("held lock").drain().collect();
+        if !leftovers.is_empty() && !give_up.is_cancelled() {
+            self.hand_back(leftovers, aborted, &give_up).await;
+        } else if !leftovers.is_empty() {
+            tracing::warn!(
+                rows = leftovers.len(),
+                "shutdown time is up; rows still held are taken up again when their lease expires"
+            );
+        }
+        stopper.abort();
+        if let Some(o) = &self.observer {
+            o.in_flight(0);
         }
         tracing::info!("relay stopped");
     }
+
+    /// Record what shutdown cut off: a delivery whose request may have left is an `aborted`
+    /// attempt (it counts against the budget, so restarts cannot give unlimited attempts); one
+    /// that never sent, or whose outcome could not be recorded, is handed back at once.
+    async fn hand_back(
+        &self,
+        leftovers: Vec<(i64, HeldRow)>,
+        aborted: bool,
+        give_up: &CancellationToken,
+    ) {
+        let mut infos = Vec::with_capacity(leftovers.len());
+        let completions: Vec<Completion> = leftovers
+            .into_iter()
+            .map(|(id, h)| {
+                let cut_off = aborted
+                    && !h.delivered
+                    && h.phase.load(Ordering::Relaxed) != PHASE_WAITING;
+                let (outcome, record) = if cut_off {
+                    let reason = format!(
+                        "aborted: the relay shut down and its grace period of {:?} ended while the \
+                         request was in flight; the target may have received it (same Idempotency-Key on the next attempt)",
+                        self.config.shutdown_grace
+                    );
+                    let record = AttemptRecord {
+                        started_at: h.claimed_at,
+                        duration: h.clock.elapsed(),
+                        http_status: None,
+                        error: Some(reason.clone()),
+                        response_excerpt: None,
+                    };
+                    (Outcome::Aborted { reason }, Some(record))
+                } else {
+                    (
+                        Outcome::Release {
+                            after: Duration::ZERO,
+                        },
+                        None,
+                    )
+                };
+                infos.push(h.info);
+                Completion {
+                    id,
+                    token: h.token,
+                    key: h.key,
+                    attempt: h.attempt,
+                    outcome,
+                    record,
+                    on_done: None,
+                }
+            })
+            .collect();
+        let result = tokio::select! {
+            r = self.store.complete(&completions) => r,
+            _ = give_up.cancelled() => {
+                tracing::warn!(rows = completions.len(),
+                    "shutdown time is up before rows could be handed back; they are taken up again when their lease expires");
+                return;
+            }
+        };
+        match result {
+            Ok(recorded) => {
+                let mut handed_back = 0;
+                let mut cut_off = 0;
+                for ((info, c), r) in infos.iter().zip(&completions).zip(&recorded) {
+                    self.stats.count(&c.outcome, r);
+                    if let Some(o) = &self.observer {
+                        o.recorded(info, c, r);
+                    }
+                    match (&c.outcome, r) {
+                        (Outcome::Aborted { .. }, Recorded::Accepted) => cut_off += 1,
+                        (_, Recorded::Accepted) => handed_back += 1,
+                        _ => log_recorded(c, r),
+                    }
+                }
+                tracing::info!(
+                    handed_back,
+                    aborted = cut_off,
+                    "rows handed back (aborted requests count as attempts)"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, rows = completions.len(),
+                "could not hand rows back; they are taken up again when their lease expires"),
+        }
+    }
 }
 
-type Held = Arc<Mutex<HashMap<i64, Uuid>>>;
+/// Far enough in the future to mean "never", small enough not to overflow an `Instant`.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// A row this relay holds: claimed and not yet recorded.
+struct HeldRow {
+    token: Uuid,
+    attempt: i32,
+    key: String,
+    info: RowInfo,
+    claimed_at: DateTime<Utc>,
+    clock: tokio::time::Instant,
+    phase: Arc<AtomicU8>,
+    /// The deliverer returned; its outcome is on its way to the database.
+    delivered: bool,
+}
+
+type Held = Arc<Mutex<HashMap<i64, HeldRow>>>;
 
 struct Finished {
+    info: RowInfo,
     completion: Completion,
     /// The delivery slot, freed only when the outcome is recorded.
     _slot: OwnedSemaphorePermit,
@@ -449,10 +706,14 @@ fn log_delivery(row: &Claimed, c: &Completion, code: Option<&str>) {
             outbox.id = row.id, workflow = %row.workflow, key = %row.key, retry_in_s = after.as_secs_f64(),
             "not attempted; row handed back"
         ),
+        Outcome::Aborted { reason } => tracing::warn!(
+            outbox.id = row.id, workflow = %row.workflow, key = %row.key, attempt = row.attempt,
+            error = %reason, "attempt aborted"
+        ),
     }
 }
 
-fn log_recorded(c: &Completion, r: &Recorded, _unused: Option<()>) {
+fn log_recorded(c: &Completion, r: &Recorded) {
     match r {
         Recorded::Accepted => {}
         Recorded::Stale => tracing::warn!(
@@ -468,97 +729,114 @@ async fn completer(
     mut rx: mpsc::UnboundedReceiver<Finished>,
     held: Held,
     stats: Arc<RelayStats>,
+    observer: Option<Arc<dyn RelayObserver>>,
     max_batch: usize,
+    give_up: CancellationToken,
 ) {
-    let mut completions: Vec<Completion> = Vec::with_capacity(max_batch);
-    let mut slots: Vec<OwnedSemaphorePermit> = Vec::with_capacity(max_batch);
+    let mut batch: Vec<Finished> = Vec::with_capacity(max_batch);
     // Two recording transactions may be in flight: each mostly waits for its commit to reach
     // the disk, and batches hold disjoint rows, so they never wait for each other.
     let pipeline = Arc::new(Semaphore::new(COMPLETION_PIPELINE));
-    let closing = Arc::new(AtomicBool::new(false));
     let mut recording: JoinSet<()> = JoinSet::new();
     while let Some(first) = rx.recv().await {
-        take(&mut completions, &mut slots, first);
+        batch.push(first);
         // Linger a moment for more outcomes: one transaction for many rows is the cheap way
         // to record them, and a millisecond is nothing next to a delivery.
         let linger = tokio::time::Instant::now() + COMPLETION_LINGER;
-        while completions.len() < max_batch {
+        while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(f) => take(&mut completions, &mut slots, f),
+                Ok(f) => batch.push(f),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(linger, rx.recv()).await {
-                        Ok(Some(f)) => take(&mut completions, &mut slots, f),
+                        Ok(Some(f)) => batch.push(f),
                         _ => break,
                     }
                 }
             }
         }
-        let turn = pipeline
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the pipeline semaphore is never closed");
+        let turn = tokio::select! {
+            t = pipeline.clone().acquire_owned() => t.expect("the pipeline semaphore is never closed"),
+            _ = give_up.cancelled() => break,
+        };
         recording.spawn(record(
             store.clone(),
-            std::mem::take(&mut completions),
-            std::mem::take(&mut slots),
+            std::mem::replace(&mut batch, Vec::with_capacity(max_batch)),
             held.clone(),
             stats.clone(),
-            closing.clone(),
+            observer.clone(),
+            give_up.clone(),
             turn,
         ));
         while recording.try_join_next().is_some() {}
     }
-    closing.store(true, Ordering::Relaxed);
     while recording.join_next().await.is_some() {}
 }
 
-/// Record one batch of outcomes, retrying while the database is unavailable; then free the
-/// batch's delivery slots (the backpressure) and forget the rows.
+/// Record one batch of outcomes, retrying while the database is unavailable (until `give_up`,
+/// the end of a shutdown); then free the batch's delivery slots (the backpressure) and forget
+/// the rows.
 async fn record(
     store: Store,
-    completions: Vec<Completion>,
-    slots: Vec<OwnedSemaphorePermit>,
+    batch: Vec<Finished>,
     held: Held,
     stats: Arc<RelayStats>,
-    closing: Arc<AtomicBool>,
+    observer: Option<Arc<dyn RelayObserver>>,
+    give_up: CancellationToken,
     _turn: OwnedSemaphorePermit,
 ) {
+    let (infos, completions, slots): (Vec<RowInfo>, Vec<Completion>, Vec<OwnedSemaphorePermit>) =
+        batch.into_iter().fold(
+            (Vec::new(), Vec::new(), Vec::new()),
+            |(mut i, mut c, mut s), f| {
+                i.push(f.info);
+                c.push(f.completion);
+                s.push(f._slot);
+                (i, c, s)
+            },
+        );
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     // Keep trying: the outcome is known and only the database can take it. If the lease runs
     // out meanwhile the row is delivered again (a crash-window duplicate, same key).
     let recorded = loop {
-        match store.complete(&completions).await {
+        let result = tokio::select! {
+            r = store.complete(&completions) => r,
+            _ = give_up.cancelled() => break None,
+        };
+        match result {
             Ok(r) => break Some(r),
             Err(e) => {
                 stats.store_errors.fetch_add(1, Ordering::Relaxed);
                 let wait = backoff.next_wait();
                 tracing::warn!(error = %e, rows = completions.len(), retry_in_ms = wait.as_millis() as u64,
                     "recording outcomes failed; retrying");
-                if closing.load(Ordering::Relaxed) && backoff.attempts > 20 {
-                    break None;
-                }
-                tokio::time::sleep(wait).await;
+                sleep_or_cancel(wait, &give_up).await;
             }
         }
     };
-    if let Some(recorded) = recorded {
-        let mut h = held.lock().expect("held lock");
-        for (c, r) in completions.iter().zip(&recorded) {
-            stats.count(&c.outcome, r);
-            log_recorded(c, r, None);
-            if h.get(&c.id) == Some(&c.token) {
-                h.remove(&c.id);
+    match recorded {
+        Some(recorded) => {
+            let mut h = held.lock().expect("held lock");
+            for ((info, c), r) in infos.iter().zip(&completions).zip(&recorded) {
+                stats.count(&c.outcome, r);
+                if let Some(o) = &observer {
+                    o.recorded(info, c, r);
+                }
+                log_recorded(c, r);
+                if h.get(&c.id).map(|x| x.token) == Some(c.token) {
+                    h.remove(&c.id);
+                }
+            }
+            if let Some(o) = &observer {
+                o.in_flight(h.len());
             }
         }
+        None => tracing::warn!(
+            rows = completions.len(),
+            "shutdown time is up before these outcomes could be recorded; the rows are taken up again when their lease expires"
+        ),
     }
     drop(slots);
-}
-
-fn take(completions: &mut Vec<Completion>, slots: &mut Vec<OwnedSemaphorePermit>, f: Finished) {
-    completions.push(f.completion);
-    slots.push(f._slot);
 }
 
 /// Recording transactions in flight at once.
@@ -578,12 +856,16 @@ async fn renewer(store: Store, held: Held, lease: Duration, stop: CancellationTo
             .lock()
             .expect("held lock")
             .iter()
-            .map(|(&id, &t)| (id, t))
+            .map(|(&id, h)| (id, h.token))
             .collect();
         if snapshot.is_empty() {
             continue;
         }
-        match store.extend_leases(&snapshot, lease).await {
+        let result = tokio::select! {
+            r = store.extend_leases(&snapshot, lease) => r,
+            _ = stop.cancelled() => return,
+        };
+        match result {
             Ok(n) if (n as usize) < snapshot.len() => tracing::debug!(
                 held = snapshot.len(),
                 renewed = n,

@@ -7,14 +7,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferry::outbox::{AttemptRecord, Completion, DatabaseUrl, Outcome, Store, StoreConfig};
 use ferry::testkit::{Reply, TargetServer};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    seed_shop, wait_until, Backend, Proc, TestDb, API_PASSWORD, API_USER, ONEC_PASSWORD, ONEC_USER,
+    pg_url, seed_shop, wait_until, Backend, Proc, TestDb, API_PASSWORD, API_USER, ONEC_PASSWORD,
+    ONEC_USER,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
@@ -998,4 +1000,182 @@ async fn enqueue_needs_no_optional_workflow_variables() {
     let out = ferry(&env, &["export-invoice", "1001"], None).await;
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.contains("invoice enqueued"), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown while the database is down
+
+/// A TCP proxy on 127.0.0.1 in front of PostgreSQL that can be taken down: it then refuses new
+/// connections and cuts the ones it carries, as a database host that went away.
+struct DbProxy {
+    port: u16,
+    accept: tokio::task::JoinHandle<()>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl DbProxy {
+    async fn start(upstream: &str) -> DbProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let upstream = upstream.to_string();
+        let c = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                c.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                }));
+            }
+        });
+        DbProxy {
+            port,
+            accept,
+            conns,
+        }
+    }
+
+    /// Refuse new connections and cut the open ones.
+    async fn down(&self) {
+        self.accept.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+        // The listener is closed once the accept task is gone.
+        assert!(
+            wait_until(Duration::from_secs(5), || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_err()
+            })
+            .await
+        );
+    }
+}
+
+/// With the database refusing connections, SIGTERM still ends the relay within its grace
+/// period, and a second signal ends it at once. Nothing held is lost: the rows stay `sending`
+/// under their lease (or were handed back) and are delivered later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_while_the_database_is_down() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let tmp = TempDir::new();
+    let target = TargetServer::start().await.unwrap();
+    target.required_basic_auth(API_USER, API_PASSWORD);
+    target.default_reply(Reply::ok().delayed(Duration::from_millis(300)));
+    for i in 1..=200 {
+        let code = format!("DB-{i}");
+        db.store
+            .enqueue("partner_phieu_nhap", &code, &json!({ "invoiceCode": code }))
+            .await
+            .unwrap();
+    }
+    let url = pg_url();
+    let host_port = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_string();
+    // Short requests and leases, so that rows left `sending` are taken up again within seconds.
+    let workflows = workflows_copy(
+        &tmp.join("workflows"),
+        &[
+            ("onec_invoice", r#"timeout = "60s""#, r#"timeout = "2s""#),
+            (
+                "partner_phieu_nhap",
+                r#"timeout = "30s""#,
+                r#"timeout = "2s""#,
+            ),
+            (
+                "partner_phieu_xuat",
+                r#"timeout = "30s""#,
+                r#"timeout = "2s""#,
+            ),
+            ("partner_hoa_don", r#"timeout = "30s""#, r#"timeout = "2s""#),
+        ],
+    );
+    for (grace, signals, bound) in [
+        ("3s", 1, Duration::from_secs(6)),
+        ("60s", 2, Duration::from_secs(3)),
+    ] {
+        let proxy = DbProxy::start(&host_port).await;
+        let env = Env::for_db(&tmp, &db)
+            .targets(&target.base_url())
+            .set("FERRY_WORKFLOWS", &workflows.display().to_string())
+            .set("FERRY_LEASE_MARGIN", "1s")
+            .set(
+                "DATABASE_URL",
+                &url.replace(&host_port, &format!("127.0.0.1:{}", proxy.port)),
+            )
+            .set("FERRY_SHUTDOWN_GRACE", grace)
+            .set("FERRY_CONCURRENCY", "8");
+        let base = target.request_count();
+        let mut relay = Proc::spawn(&env, &["run"], "relay");
+        assert!(
+            target
+                .wait_for_requests(base + 10, Duration::from_secs(20))
+                .await,
+            "no deliveries\n{}",
+            relay.output()
+        );
+        proxy.down().await;
+        // The relay notices: claims and recordings fail.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        relay.assert_running();
+        let t = Instant::now();
+        relay.sigterm();
+        if signals == 2 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            relay.sigterm();
+        }
+        let st = relay.wait_exit(bound).await;
+        let took = t.elapsed();
+        println!("grace {grace}, {signals} signal(s): exited {st:?} after {took:?}");
+        if signals == 1 {
+            assert_eq!(st.code(), Some(0), "{}", relay.output());
+        } else {
+            assert_ne!(st.code(), Some(0), "{}", relay.output());
+            assert!(
+                relay.stderr().contains("again: exiting now"),
+                "{}",
+                relay.output()
+            );
+        }
+    }
+    // Nothing lost: a relay on the real database delivers every row, once the leases of the
+    // rows held by the relays that exited expire.
+    let env = Env::for_db(&tmp, &db)
+        .targets(&target.base_url())
+        .set("FERRY_WORKFLOWS", &workflows.display().to_string())
+        .set("FERRY_LEASE_MARGIN", "1s");
+    let mut relay = Proc::spawn(&env, &["run"], "relay-after");
+    let all = wait_until(Duration::from_secs(60), || async {
+        count_state(&db, "done").await == 200
+    })
+    .await;
+    if !all {
+        let filter = ferry::outbox::ListFilter {
+            limit: 1000,
+            ..Default::default()
+        };
+        let left: Vec<String> = db
+            .store
+            .list(&filter)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.state != "done")
+            .map(|r| {
+                format!(
+                    "{} {} #{} due {} {:?}",
+                    r.key, r.state, r.attempts, r.due_at, r.last_error
+                )
+            })
+            .collect();
+        panic!("not every row delivered: {left:#?}\n{}", relay.output());
+    }
+    relay.stop().await;
 }

@@ -773,6 +773,78 @@ impl Drop for OwnDatabase {
     }
 }
 
+/// The listener's connection is terminated and a row comes in before the relay waits again:
+/// its NOTIFY went nowhere. The wait that discovers the lost connection must report a wake-up
+/// at once (the relay then claims) instead of re-listening silently and sleeping a whole poll
+/// interval. Deterministic: the NOTIFY is always sent while nobody listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_reconnect_reports_a_possible_missed_wakeup_postgres() {
+    let own = OwnDatabase::create().await;
+    let store = Store::open(&StoreConfig::new(own.url.parse().unwrap()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let checker = own.checker().await;
+    let mut waiter = store.waiter(true).await.unwrap();
+    // A first NOTIFY arrives: the listener works.
+    sqlx::query("INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('w', 'first', '{}')")
+        .execute(&checker)
+        .await
+        .unwrap();
+    assert!(
+        waiter.wait(Duration::from_secs(5)).await,
+        "no first wake-up"
+    );
+    let killed: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'ferry' \
+           AND datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&checker)
+    .await
+    .unwrap();
+    assert_eq!(killed.len(), 1, "one listening backend");
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(killed[0])
+        .execute(&checker)
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                .bind(killed[0])
+                .fetch_one(&checker)
+                .await
+                .unwrap()
+                == 0
+        })
+        .await
+    );
+    // Sent while nobody listens: lost.
+    sqlx::query("INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('w', 'gap', '{}')")
+        .execute(&checker)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let woke = waiter.wait(Duration::from_secs(10)).await;
+    let took = t.elapsed();
+    assert!(
+        woke && took < Duration::from_secs(5),
+        "after a reconnect the waiter slept {took:?} (woke: {woke}) although a wake-up may have been missed"
+    );
+    // And the re-established LISTEN works.
+    sqlx::query("INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('w', 'after', '{}')")
+        .execute(&checker)
+        .await
+        .unwrap();
+    assert!(
+        waiter.wait(Duration::from_secs(5)).await,
+        "LISTEN not re-established"
+    );
+    waiter.close().await;
+    store.close().await;
+    checker.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_connections_terminated_postgres() {
     let _heavy = HEAVY.lock().await;
