@@ -1,0 +1,170 @@
+//! Targets that answer in ways a well-behaved API would not: redirects (to a landing page, to
+//! another origin, in a loop). Real loopback servers, real databases.
+
+use std::time::Duration;
+
+use ferry::testkit::{Reply, TargetServer};
+
+use crate::both_backends;
+use crate::delivery::{fast_registry, http_relay, invoice};
+use crate::helpers::{seed_shop, shipped_registry, Backend, TestDb};
+
+/// `orders.invoice_exported_to_1c` of one order, as 0/1.
+fn flag(id: i64) -> String {
+    format!(
+        "SELECT CAST(CASE WHEN invoice_exported_to_1c THEN 1 ELSE 0 END AS BIGINT) FROM orders WHERE id = {id}"
+    )
+}
+
+/// Enqueue order 1001's invoice the way `ferry export-invoice` does; returns the outbox id.
+async fn export_order_1001(db: &TestDb, registry: &ferry::workflow::Registry) -> i64 {
+    let wf = registry.get("onec_invoice").unwrap();
+    match ferry::export::export_invoice(&db.store, wf, "1001")
+        .await
+        .unwrap()
+    {
+        ferry::export::ExportReport::Enqueued { outbox_id, .. } => outbox_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A 302 to a landing page that answers 200 must not count as delivered: before, the POST became
+/// a GET without a body, the landing page's 200 marked the row done, and `on_done` set
+/// `invoice_exported_to_1c` although 1C never got the invoice.
+async fn redirect_to_a_landing_page_is_dead_and_not_followed(db: TestDb) {
+    seed_shop(&db).await;
+    let target = TargetServer::start().await.unwrap();
+    let landing = target.url("/landing");
+    target.push_replies("/hs/invoices", [Reply::redirect(302, landing.clone())]);
+    // Everything else (the landing page) answers 200 {"ok":true}.
+    let registry = fast_registry(&target.base_url());
+    let id = export_order_1001(&db, &registry).await;
+    http_relay(&db, &registry).drain().await.unwrap();
+
+    let row = db.store.get(id).await.unwrap();
+    assert_eq!(row.state, "dead", "{row:?}");
+    assert_eq!(row.attempts, 1);
+    assert_eq!(row.last_status, Some(302));
+    let reason = row.last_error.unwrap();
+    assert!(
+        reason.starts_with(&format!("HTTP 302 redirect to {landing} ")),
+        "{reason}"
+    );
+    assert!(reason.contains("redirects are not followed"), "{reason}");
+    assert!(target.requests_to("/landing").is_empty());
+    assert_eq!(target.request_count(), 1);
+    assert_eq!(db.scalar(&flag(1001)).await, 0, "1C never got the invoice");
+    let history = db.store.attempts(id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].outcome.as_str(), history[0].http_status),
+        ("dead", Some(302))
+    );
+}
+both_backends!(
+    redirect_to_landing_page,
+    redirect_to_a_landing_page_is_dead_and_not_followed
+);
+
+/// A 307/308 to another origin must not re-send the document and its idempotency key there.
+#[tokio::test]
+async fn redirect_to_another_origin_sends_it_nothing() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    seed_shop(&db).await;
+    let target = TargetServer::start().await.unwrap();
+    let elsewhere = TargetServer::start().await.unwrap();
+    let relay = http_relay(&db, &fast_registry(&target.base_url()));
+    for (i, code) in [307u16, 308].into_iter().enumerate() {
+        let location = elsewhere.url(&format!("/steal/{i}"));
+        target.push_replies("/hs/invoices", [Reply::redirect(code, location.clone())]);
+        let id = db
+            .store
+            .enqueue(
+                "onec_invoice",
+                &format!("r{i}"),
+                &invoice(&format!("INV-R{i}")),
+            )
+            .await
+            .unwrap()
+            .id;
+        relay.drain().await.unwrap();
+        let row = db.store.get(id).await.unwrap();
+        assert_eq!(row.state, "dead", "{row:?}");
+        let reason = row.last_error.unwrap();
+        assert!(
+            reason.contains(&format!("HTTP {code} redirect to {location}")),
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        elsewhere.request_count(),
+        0,
+        "{:?}",
+        elsewhere.requests().first().map(|r| r.echo_text())
+    );
+    assert_eq!(target.request_count(), 2);
+}
+
+/// A redirect loop: one request per attempt, never the client's ten follow-ups. Dead at once by
+/// default; a workflow that lists the status in `retry_on_status` retries it, still one request
+/// per attempt.
+#[tokio::test]
+async fn redirect_loop_is_one_request_per_attempt() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    seed_shop(&db).await;
+    let target = TargetServer::start().await.unwrap();
+    target.default_reply(Reply::redirect(307, target.url("/hs/invoices")));
+
+    let id = db
+        .store
+        .enqueue("onec_invoice", "loop", &invoice("INV-LOOP"))
+        .await
+        .unwrap()
+        .id;
+    http_relay(&db, &fast_registry(&target.base_url()))
+        .drain()
+        .await
+        .unwrap();
+    let row = db.store.get(id).await.unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("dead", 1), "{row:?}");
+    assert_eq!(target.request_count(), 1);
+
+    // Listed as retryable: four attempts (1 + three waits), four requests.
+    let mut registry_edits = vec![(
+        "onec_invoice",
+        "retry_on_status = [500, 502, 503, 504]",
+        "retry_on_status = [307, 500, 502, 503, 504]",
+    )];
+    registry_edits.push((
+        "onec_invoice",
+        r#"waits = ["2s", "5s", "10s"]"#,
+        r#"waits = ["1ms", "1ms", "1ms"]"#,
+    ));
+    let registry = shipped_registry(&target.base_url(), &registry_edits);
+    let relay = http_relay(&db, &registry);
+    target.clear();
+    let id = db
+        .store
+        .enqueue("onec_invoice", "loop-retried", &invoice("INV-LOOP-2"))
+        .await
+        .unwrap()
+        .id;
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while db.state_of(id).await != "dead" {
+        assert!(tokio::time::Instant::now() < end, "did not settle");
+        relay.tick().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let row = db.store.get(id).await.unwrap();
+    assert_eq!(row.attempts, 4);
+    let reason = row.last_error.unwrap();
+    assert!(
+        reason.contains("attempts exhausted (4 of 4)") && reason.contains("HTTP 307 redirect"),
+        "{reason}"
+    );
+    let history = db.store.attempts(id).await.unwrap();
+    assert_eq!(history.len(), 4);
+    assert!(history.iter().all(|a| a.http_status == Some(307)));
+    assert_eq!(target.request_count(), 4, "one request per attempt");
+    assert_eq!(target.count_for_key(&id.to_string()), 4);
+}
