@@ -14,8 +14,12 @@
 //!
 //! Secrets: the Authorization value is built once, marked sensitive (reqwest's Debug hides it)
 //! and never logged; transport errors are rendered without URLs' user info (URLs carry none).
+//! Whatever comes back from a target (body, `Location`, transport error text) passes through the
+//! target's [`scrub::Scrubber`] first, so a target echoing the request cannot get its own
+//! credential into attempts, `last_error`, `on_done`'s `:response`, logs or Debug output.
 
 pub mod circuit;
+pub mod scrub;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +34,7 @@ use crate::outbox::{excerpt, AttemptRecord, Claimed, OnDoneSql, Outcome};
 use crate::relay::{Deliver, Delivery};
 use crate::workflow::{bind_params, Auth, ParamStyle, Registry, RetryPolicy, Target, Workflow};
 use circuit::{Admit, Circuit, CircuitView};
+use scrub::Scrubber;
 
 /// How much of a response body is kept in `ferry_attempts.response_excerpt` and errors.
 pub const EXCERPT_BYTES: usize = 2048;
@@ -66,6 +71,8 @@ struct TargetRuntime {
     client: reqwest::Client,
     slots: Arc<Semaphore>,
     circuit: Circuit,
+    /// The target's own secrets, masked in everything that comes back from it.
+    scrubber: Scrubber,
 }
 
 struct WorkflowRuntime {
@@ -285,6 +292,9 @@ impl HttpDeliverer {
             .body(row.payload.clone())
             .send()
             .await;
+        // Everything taken from the answer goes through the target's scrubber here, before
+        // classification, excerpts, logs or Debug can see it.
+        let scrub = |text: String| rt.target.scrubber.scrub(text);
         let answer = match sent {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -296,18 +306,18 @@ impl HttpDeliverer {
                 let location = resp
                     .headers()
                     .get(reqwest::header::LOCATION)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                    .map(|v| scrub(String::from_utf8_lossy(v.as_bytes()).into_owned()));
                 match read_limited(resp).await {
                     Ok(body) => Answer::Status {
                         status,
-                        body,
+                        body: scrub(body),
                         retry_after,
                         location,
                     },
-                    Err(e) => Answer::Transport(transport_kind(&e), describe(&e)),
+                    Err(e) => Answer::Transport(transport_kind(&e), scrub(describe(&e))),
                 }
             }
-            Err(e) => Answer::Transport(transport_kind(&e), describe(&e)),
+            Err(e) => Answer::Transport(transport_kind(&e), scrub(describe(&e))),
         };
         let duration = clock.elapsed();
         let (outcome, failed_for_circuit) = classify(&answer, &wf.retry, row.attempt as u32);
@@ -397,6 +407,7 @@ fn target_runtime(t: &Target, registry: &Registry) -> Result<TargetRuntime, Deli
         client,
         slots: Arc::new(Semaphore::new(t.max_concurrency.max(1))),
         circuit: Circuit::new(t.circuit),
+        scrubber: Scrubber::for_auth(&t.auth),
     })
 }
 
@@ -416,7 +427,7 @@ pub fn auth_header(auth: &Auth) -> Option<HeaderValue> {
     Some(v)
 }
 
-/// What came back from one request.
+/// What came back from one request (already scrubbed of the target's secrets).
 #[derive(Debug, Clone)]
 pub enum Answer {
     Status {

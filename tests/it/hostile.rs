@@ -1,13 +1,20 @@
 //! Targets that answer in ways a well-behaved API would not: redirects (to a landing page, to
-//! another origin, in a loop). Real loopback servers, real databases.
+//! another origin, in a loop) and echoes of the request with its credentials. Real loopback
+//! servers, real databases.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
+use ferry::outbox::Claimed;
+use ferry::relay::{Deliver, Delivery, Relay, RelayConfig};
 use ferry::testkit::{Reply, TargetServer};
+use tracing::instrument::WithSubscriber;
 
 use crate::both_backends;
 use crate::delivery::{fast_registry, http_relay, invoice};
-use crate::helpers::{seed_shop, shipped_registry, Backend, TestDb};
+use crate::helpers::{seed_shop, shipped_registry, Backend, TestDb, ONEC_PASSWORD, ONEC_USER};
 
 /// `orders.invoice_exported_to_1c` of one order, as 0/1.
 fn flag(id: i64) -> String {
@@ -168,3 +175,171 @@ async fn redirect_loop_is_one_request_per_attempt() {
     assert_eq!(target.request_count(), 4, "one request per attempt");
     assert_eq!(target.count_for_key(&id.to_string()), 4);
 }
+
+/// Log output captured in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Keeps the `Debug` of every delivery the inner deliverer produced.
+struct Recording<D> {
+    inner: D,
+    seen: Mutex<Vec<String>>,
+}
+
+impl<D: Deliver> Deliver for Recording<D> {
+    async fn deliver(&self, row: &Claimed) -> Delivery {
+        let d = self.inner.deliver(row).await;
+        self.seen.lock().unwrap().push(format!("{d:?}"));
+        d
+    }
+    fn paused(&self) -> Vec<String> {
+        self.inner.paused()
+    }
+    fn min_lease(&self) -> Duration {
+        self.inner.min_lease()
+    }
+}
+
+async fn text_of(db: &TestDb, sql: &str) -> Option<String> {
+    match db.backend {
+        Backend::Sqlite => sqlx::query_scalar::<_, Option<String>>(sql)
+            .fetch_one(db.store.sqlite_pool().unwrap())
+            .await
+            .unwrap(),
+        Backend::Postgres => sqlx::query_scalar::<_, Option<String>>(sql)
+            .fetch_one(db.store.pg_pool().unwrap())
+            .await
+            .unwrap(),
+    }
+}
+
+/// A target that echoes the request back (headers, body, and, like a chatty error page, the
+/// decoded credentials) must not get the target's own Basic credential into attempts, last_error,
+/// the on_done `:response`, logs or any Debug output; the excerpt shows `***` in its place.
+async fn echoing_target_never_gets_its_credential_stored(db: TestDb) {
+    seed_shop(&db).await;
+    let target = TargetServer::start().await.unwrap();
+    target.required_basic_auth(ONEC_USER, ONEC_PASSWORD);
+    target.set_responder(|req, nth| {
+        let (user, pass) = req.basic_auth().unwrap_or_default();
+        let text = format!(
+            "{}\r\n-- you are {user}, password {pass} --\r\n{{\"headers\":{{\"Authorization\":{}}}}}",
+            req.echo_text(),
+            serde_json::to_string(req.authorization().unwrap_or("")).unwrap()
+        );
+        let number = req.json()?["invoice_number"].as_str()?.to_string();
+        let code = match (number.as_str(), nth) {
+            ("INV-ECHO-1", 1) => 503, // retried: the reason is logged and kept in last_error
+            ("INV-ECHO-1", _) => 400, // dead with the body in the reason
+            _ => 200,                 // done: excerpt and on_done :response
+        };
+        Some(Reply::body(code, "text/plain", text))
+    });
+    let registry = fast_registry(&target.base_url());
+    let deliverer = Arc::new(Recording {
+        inner: ferry::delivery::HttpDeliverer::new(&registry).unwrap(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let relay = Relay::new(db.store.clone(), deliverer.clone(), RelayConfig::default());
+    let failing = db
+        .store
+        .enqueue("onec_invoice", "9", &invoice("INV-ECHO-1"))
+        .await
+        .unwrap()
+        .id;
+    let delivered = export_order_1001(&db, &registry).await;
+
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    async {
+        let end = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            relay.tick().await.unwrap();
+            let states = (db.state_of(failing).await, db.state_of(delivered).await);
+            if states == ("dead".to_string(), "done".to_string()) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "{states:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    .with_subscriber(subscriber)
+    .await;
+
+    // The target did get the credential, and did echo it.
+    let sent = target.requests()[0].authorization().unwrap().to_string();
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode(format!("{ONEC_USER}:{ONEC_PASSWORD}").as_bytes());
+    assert_eq!(sent, format!("Basic {b64}"));
+
+    let mut everything = String::new();
+    for id in [failing, delivered] {
+        everything += &format!("{:?}\n", db.store.get(id).await.unwrap());
+        everything += &format!("{:?}\n", db.store.attempts(id).await.unwrap());
+    }
+    let onec_response = text_of(&db, "SELECT onec_response FROM orders WHERE id = 1001")
+        .await
+        .unwrap();
+    everything += &onec_response;
+    let logged = logs.text();
+    everything += &logged;
+    let recorded = deliverer.seen.lock().unwrap().join("\n");
+    everything += &recorded;
+    for secret in [ONEC_PASSWORD, b64.as_str(), sent.as_str()] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked:\n{everything}"
+        );
+    }
+    // Still useful: the excerpt shows what came back, with the secrets masked.
+    let dead = db.store.get(failing).await.unwrap();
+    let reason = dead.last_error.unwrap();
+    assert!(reason.starts_with("HTTP 400"), "{reason}");
+    assert!(reason.contains("authorization: Basic ***"), "{reason}");
+    let history = db.store.attempts(failing).await.unwrap();
+    assert_eq!(history.len(), 2);
+    for a in &history {
+        let excerpt = a.response_excerpt.as_deref().unwrap();
+        assert!(excerpt.contains("authorization: Basic ***"), "{excerpt}");
+        assert!(excerpt.contains("password *** --"), "{excerpt}");
+        assert!(
+            excerpt.contains(r#""Authorization":"Basic ***""#),
+            "{excerpt}"
+        );
+        assert!(excerpt.contains("idempotency-key: "), "{excerpt}");
+    }
+    assert!(
+        onec_response.contains("authorization: Basic ***"),
+        "{onec_response}"
+    );
+    assert!(
+        logged.contains("attempt failed; will retry") && logged.contains("Basic ***"),
+        "{logged}"
+    );
+    assert!(recorded.contains("Basic ***"), "{recorded}");
+}
+both_backends!(
+    echoing_target,
+    echoing_target_never_gets_its_credential_stored
+);
