@@ -1,6 +1,6 @@
 //! Targets that answer in ways a well-behaved API would not: redirects (to a landing page, to
-//! another origin, in a loop) and echoes of the request with its credentials. Real loopback
-//! servers, real databases.
+//! another origin, in a loop), echoes of the request with its credentials, and documents with many
+//! problems at once. Real loopback servers, real databases.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -10,6 +10,7 @@ use base64::Engine;
 use ferry::outbox::Claimed;
 use ferry::relay::{Deliver, Delivery, Relay, RelayConfig};
 use ferry::testkit::{Reply, TargetServer};
+use serde_json::json;
 use tracing::instrument::WithSubscriber;
 
 use crate::both_backends;
@@ -343,3 +344,57 @@ both_backends!(
     echoing_target,
     echoing_target_never_gets_its_credential_stored
 );
+
+/// Every problem of a document is reported at once, each naming its field, instead of one per
+/// round of fixing and resending.
+#[tokio::test]
+async fn every_validation_problem_is_named_at_once() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let target = TargetServer::start().await.unwrap();
+    let relay = http_relay(&db, &fast_registry(&target.base_url()));
+    let mut doc = invoice("INV-3");
+    doc["date"] = json!("2026-02-30");
+    doc["customer"].as_object_mut().unwrap().remove("phone");
+    doc["items"][0]["total"] = json!(244000);
+    let id = db
+        .store
+        .enqueue("onec_invoice", "three", &doc)
+        .await
+        .unwrap()
+        .id;
+    relay.drain().await.unwrap();
+    let row = db.store.get(id).await.unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("dead", 1));
+    let reason = row.last_error.unwrap();
+    assert!(
+        reason.starts_with("invalid onec_invoice document, 3 problems: "),
+        "{reason}"
+    );
+    for expected in [
+        "date: day must be 01..28 for 2026-02",
+        "customer.phone: missing required field",
+        "items[0].total: expected quantity × price = 244668, got 244000",
+    ] {
+        assert!(reason.contains(expected), "{expected} not in {reason}");
+    }
+    assert_eq!(target.request_count(), 0);
+
+    // A thousand bad lines: the reason stays bounded and says how many it left out.
+    let mut doc = invoice("INV-MANY");
+    let line = json!({ "articul": "A", "name": "a", "quantity": 1, "price": 2, "total": 3 });
+    doc["items"] = json!(vec![line; 1000]);
+    let id = db
+        .store
+        .enqueue("onec_invoice", "many", &doc)
+        .await
+        .unwrap()
+        .id;
+    relay.drain().await.unwrap();
+    let reason = db.store.get(id).await.unwrap().last_error.unwrap();
+    assert!(
+        reason.starts_with("invalid onec_invoice document, 1001 problems: items[0].total: "),
+        "{reason}"
+    );
+    assert!(reason.len() <= 2048, "{} bytes", reason.len());
+    assert!(reason.contains("more"), "{reason}");
+}
