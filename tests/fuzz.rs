@@ -146,7 +146,7 @@ proptest! {
             format!("items[{i}].total")
         };
         let err = DocumentKind::OnecInvoice.validate(&bad).expect_err("perturbed total accepted");
-        prop_assert_eq!(err.field, field);
+        prop_assert_eq!(err.fields().collect::<Vec<_>>(), vec![field.as_str()]);
     }
 }
 

@@ -7,10 +7,19 @@
 //! 1C user names work), `Idempotency-Key: <outbox id>` (stable across retries and crashes) and
 //! `X-Request-Id` (new per attempt).
 //!
+//! Redirects are never followed: a 3xx is an answer like any other, sorted by [`classify`] (dead
+//! unless the workflow lists the status as retryable). Following one would turn a POST into a
+//! bodiless GET whose landing page "succeeds" (302/303), or re-send the document and its
+//! idempotency key to another origin (307/308).
+//!
 //! Secrets: the Authorization value is built once, marked sensitive (reqwest's Debug hides it)
 //! and never logged; transport errors are rendered without URLs' user info (URLs carry none).
+//! Whatever comes back from a target (body, `Location`, transport error text) passes through the
+//! target's [`scrub::Scrubber`] first, so a target echoing the request cannot get its own
+//! credential into attempts, `last_error`, `on_done`'s `:response`, logs or Debug output.
 
 pub mod circuit;
+pub mod scrub;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +34,7 @@ use crate::outbox::{excerpt, AttemptRecord, Claimed, OnDoneSql, Outcome};
 use crate::relay::{Deliver, Delivery};
 use crate::workflow::{bind_params, Auth, ParamStyle, Registry, RetryPolicy, Target, Workflow};
 use circuit::{Admit, Circuit, CircuitView};
+use scrub::Scrubber;
 
 /// How much of a response body is kept in `ferry_attempts.response_excerpt` and errors.
 pub const EXCERPT_BYTES: usize = 2048;
@@ -32,6 +42,8 @@ pub const EXCERPT_BYTES: usize = 2048;
 const READ_LIMIT: usize = 64 * 1024;
 /// Longest `Retry-After` honoured; a target asking for more gets this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+/// Most characters of a redirect's `Location` shown in a reason.
+const LOCATION_MAX_CHARS: usize = 300;
 
 /// Errors building the deliverer.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +71,8 @@ struct TargetRuntime {
     client: reqwest::Client,
     slots: Arc<Semaphore>,
     circuit: Circuit,
+    /// The target's own secrets, masked in everything that comes back from it.
+    scrubber: Scrubber,
 }
 
 struct WorkflowRuntime {
@@ -282,6 +296,9 @@ impl HttpDeliverer {
             .body(row.payload.clone())
             .send()
             .await;
+        // Everything taken from the answer goes through the target's scrubber here, before
+        // classification, excerpts, logs or Debug can see it.
+        let scrub = |text: String| rt.target.scrubber.scrub(text);
         let answer = match sent {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -290,16 +307,21 @@ impl HttpDeliverer {
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
+                let location = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .map(|v| scrub(String::from_utf8_lossy(v.as_bytes()).into_owned()));
                 match read_limited(resp).await {
                     Ok(body) => Answer::Status {
                         status,
-                        body,
+                        body: scrub(body),
                         retry_after,
+                        location,
                     },
-                    Err(e) => Answer::Transport(transport_kind(&e), describe(&e)),
+                    Err(e) => Answer::Transport(transport_kind(&e), scrub(describe(&e))),
                 }
             }
-            Err(e) => Answer::Transport(transport_kind(&e), describe(&e)),
+            Err(e) => Answer::Transport(transport_kind(&e), scrub(describe(&e))),
         };
         let duration = clock.elapsed();
         let (outcome, failed_for_circuit) = classify(&answer, &wf.retry, row.attempt as u32);
@@ -371,6 +393,8 @@ fn target_runtime(t: &Target, registry: &Registry) -> Result<TargetRuntime, Deli
     }
     let client = reqwest::Client::builder()
         .use_rustls_tls()
+        // Never follow: a 3xx is classified (see `classify`), not chased with or without the body.
+        .redirect(reqwest::redirect::Policy::none())
         .danger_accept_invalid_certs(!t.tls_verify)
         .pool_max_idle_per_host(t.max_concurrency)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -387,6 +411,7 @@ fn target_runtime(t: &Target, registry: &Registry) -> Result<TargetRuntime, Deli
         client,
         slots: Arc::new(Semaphore::new(t.max_concurrency.max(1))),
         circuit: Circuit::new(t.circuit),
+        scrubber: Scrubber::for_auth(&t.auth),
     })
 }
 
@@ -406,13 +431,15 @@ pub fn auth_header(auth: &Auth) -> Option<HeaderValue> {
     Some(v)
 }
 
-/// What came back from one request.
+/// What came back from one request (already scrubbed of the target's secrets).
 #[derive(Debug, Clone)]
 pub enum Answer {
     Status {
         status: u16,
         body: String,
         retry_after: Option<Duration>,
+        /// The `Location` header as sent (lossy UTF-8), for 3xx reasons.
+        location: Option<String>,
     },
     Transport(TransportKind, String),
 }
@@ -426,17 +453,31 @@ pub enum TransportKind {
 }
 
 /// Sort an answer into an outcome, in one place. Returns the outcome and whether it counts as
-/// a failure of the target for its circuit breaker (retryable failures do; a 4xx does not: the
-/// target is up and said no).
+/// a failure of the target for its circuit breaker (retryable failures do; a 4xx or 3xx does
+/// not: the target is up and said no).
+///
+/// 2xx is done. A 3xx (redirects are never followed) is dead with its `Location` in the reason,
+/// unless the workflow lists the status in `retry_on_status`. Other statuses are retried when
+/// listed and dead otherwise; transport failures as the policy says.
 pub fn classify(answer: &Answer, policy: &RetryPolicy, attempt: u32) -> (Outcome, bool) {
     let (retryable, reason, floor) = match answer {
         Answer::Status { status, .. } if (200..300).contains(status) => {
             return (Outcome::Done, false)
         }
         Answer::Status {
+            status, location, ..
+        } if (300..400).contains(status) => {
+            let reason = redirect_reason(*status, location.as_deref());
+            if !policy.retries_status(*status) {
+                return (Outcome::Dead { reason }, false);
+            }
+            (true, reason, None)
+        }
+        Answer::Status {
             status,
             body,
             retry_after,
+            ..
         } => {
             let reason = format!(
                 "HTTP {status} {}: {}",
@@ -480,6 +521,31 @@ pub fn classify(answer: &Answer, policy: &RetryPolicy, attempt: u32) -> (Outcome
             true,
         ),
     }
+}
+
+/// The reason for a 3xx: where it pointed (bounded, control characters escaped) and what to do.
+fn redirect_reason(status: u16, location: Option<&str>) -> String {
+    const ADVICE: &str = "(redirects are not followed: fix the target URL in the workflow)";
+    let Some(location) = location else {
+        let name = reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("redirect");
+        return format!("HTTP {status} {name} without a Location header {ADVICE}");
+    };
+    let mut shown = String::new();
+    for (i, c) in location.chars().enumerate() {
+        if i == LOCATION_MAX_CHARS {
+            shown.push('…');
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    format!("HTTP {status} redirect to {shown} {ADVICE}")
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -557,6 +623,16 @@ mod tests {
             status: code,
             body: "{}".into(),
             retry_after: None,
+            location: None,
+        }
+    }
+
+    fn redirect(code: u16, location: &str) -> Answer {
+        Answer::Status {
+            status: code,
+            body: "<html>moved</html>".into(),
+            retry_after: None,
+            location: Some(location.into()),
         }
     }
 
@@ -593,18 +669,84 @@ mod tests {
     }
 
     #[test]
+    fn redirects_are_dead_by_default_with_their_location() {
+        let p = onec_policy();
+        for code in [301, 302, 303, 307, 308] {
+            let (o, failed) = classify(&redirect(code, "http://1c.example/login?next=/hs"), &p, 1);
+            assert_eq!(
+                o,
+                Outcome::Dead {
+                    reason: format!(
+                        "HTTP {code} redirect to http://1c.example/login?next=/hs (redirects are \
+                         not followed: fix the target URL in the workflow)"
+                    )
+                }
+            );
+            assert!(!failed, "the target answered: not a circuit failure");
+        }
+        let (o, _) = classify(&status(304), &p, 1);
+        assert_eq!(
+            o.error(),
+            Some(
+                "HTTP 304 Not Modified without a Location header (redirects are not followed: \
+                 fix the target URL in the workflow)"
+            )
+        );
+        // Control characters escaped (no forged log lines), length bounded.
+        let hostile = format!("http://x/\r\nFAKE: 1\u{1b}[31m{}", "a".repeat(10_000));
+        let (o, _) = classify(&redirect(302, &hostile), &p, 1);
+        let reason = o.error().unwrap();
+        assert!(
+            reason.starts_with("HTTP 302 redirect to http://x/\\r\\nFAKE: 1\\u{1b}[31maaa"),
+            "{reason}"
+        );
+        assert!(!reason.chars().any(char::is_control), "{reason}");
+        assert!(reason.len() < LOCATION_MAX_CHARS + 150, "{}", reason.len());
+        assert!(
+            reason.contains("a… (redirects are not followed"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_redirect_listed_as_retryable_is_retried_then_dead() {
+        let mut p = onec_policy();
+        p.retry_on_status.push(307);
+        let (o, failed) = classify(&redirect(307, "http://elsewhere/"), &p, 1);
+        assert!(
+            matches!(&o, Outcome::Retry { after, reason } if *after == Duration::from_secs(2) && reason.starts_with("HTTP 307 redirect to http://elsewhere/")),
+            "{o:?}"
+        );
+        assert!(failed);
+        let (o, _) = classify(&redirect(307, "http://elsewhere/"), &p, 4);
+        assert!(
+            o.error()
+                .unwrap()
+                .starts_with("attempts exhausted (4 of 4); last: HTTP 307 redirect"),
+            "{o:?}"
+        );
+        // Another 3xx is still dead.
+        assert!(matches!(
+            classify(&redirect(302, "/"), &p, 1).0,
+            Outcome::Dead { .. }
+        ));
+    }
+
+    #[test]
     fn retry_after_is_a_floor() {
         let p = onec_policy();
         let a = Answer::Status {
             status: 503,
             body: String::new(),
             retry_after: Some(Duration::from_secs(30)),
+            location: None,
         };
         assert_eq!(classify(&a, &p, 1).0.wait(), Some(Duration::from_secs(30)));
         let a = Answer::Status {
             status: 503,
             body: String::new(),
             retry_after: Some(Duration::from_secs(1)),
+            location: None,
         };
         assert_eq!(classify(&a, &p, 1).0.wait(), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));

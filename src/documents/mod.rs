@@ -65,17 +65,20 @@ impl DocumentKind {
         }
     }
 
-    /// Validate a payload; the error names the field (a JSON path like `items[1].total`) and the problem.
+    /// Validate a payload. The error lists every problem found (up to [`MAX_PROBLEMS`], and
+    /// counts the rest), each naming its field with a JSON path like `items[1].total`, so a
+    /// producer fixes a document in one round instead of one problem per attempt.
     pub fn validate(&self, payload: &Value) -> Result<(), DocumentError> {
-        let document = self.name();
+        let mut problems = Problems::new(self.name());
         match self {
-            DocumentKind::OnecInvoice => onec::validate(document, payload),
+            DocumentKind::OnecInvoice => onec::validate(&mut problems, payload),
             DocumentKind::PartnerPhieuNhap | DocumentKind::PartnerPhieuXuat => {
-                partner::validate(document, payload, "invoiceCode")
+                partner::validate(&mut problems, payload, "invoiceCode")
             }
-            DocumentKind::PartnerHoaDon => partner::validate(document, payload, "billCode"),
-            DocumentKind::Json => Ok(()),
+            DocumentKind::PartnerHoaDon => partner::validate(&mut problems, payload, "billCode"),
+            DocumentKind::Json => {}
         }
+        problems.finish()
     }
 }
 
@@ -85,16 +88,141 @@ impl fmt::Display for DocumentKind {
     }
 }
 
-/// Why a payload was rejected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid {document} document: {field}: {problem}")]
-pub struct DocumentError {
-    /// The [`DocumentKind::name`] of the document.
-    pub document: &'static str,
+/// Most problems an error keeps (the rest are only counted): a document with ten thousand bad
+/// lines must not make an error of megabytes.
+pub const MAX_PROBLEMS: usize = 100;
+/// Budget in bytes for the listing of problems in an error's message (it becomes the row's
+/// `last_error`); problems that do not fit are counted as "… and N more".
+const MESSAGE_BUDGET: usize = 1200;
+/// Longest piece of a document's own text quoted in a problem, in characters.
+const QUOTE_MAX_CHARS: usize = 40;
+
+/// One thing wrong with a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
     /// JSON path of the offending field (`$` for the payload itself).
     pub field: String,
     /// What is wrong, naming expected and found values where that helps.
     pub problem: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// Why a payload was rejected: every problem found, in document order.
+///
+/// Displayed as `invalid <document> document: <field>: <problem>` for one problem, and as
+/// `invalid <document> document, <n> problems: <field>: <problem>; <field>: <problem>; …` for
+/// several, bounded in length (what does not fit is counted as `… and N more`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentError {
+    /// The [`DocumentKind::name`] of the document.
+    pub document: &'static str,
+    /// The problems kept (at most [`MAX_PROBLEMS`]), in document order; never empty.
+    pub problems: Vec<Problem>,
+    /// Problems found beyond those kept.
+    pub not_kept: usize,
+}
+
+impl DocumentError {
+    /// How many problems were found in all.
+    pub fn count(&self) -> usize {
+        self.problems.len() + self.not_kept
+    }
+
+    /// The fields named, in document order (of the problems kept).
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.problems.iter().map(|p| p.field.as_str())
+    }
+}
+
+impl fmt::Display for DocumentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.count();
+        if count == 1 {
+            write!(f, "invalid {} document: ", self.document)?;
+        } else {
+            write!(f, "invalid {} document, {count} problems: ", self.document)?;
+        }
+        let mut used = 0;
+        let mut listed = 0;
+        for p in &self.problems {
+            let text = p.to_string();
+            let sep = if listed == 0 { "" } else { "; " };
+            if listed > 0 && used + sep.len() + text.len() > MESSAGE_BUDGET {
+                break;
+            }
+            // The first problem is always shown, cut to the budget if it has to be.
+            let mut end = text.len().min(MESSAGE_BUDGET);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            f.write_str(sep)?;
+            f.write_str(&text[..end])?;
+            if end < text.len() {
+                f.write_str("…")?;
+            }
+            used += sep.len() + end;
+            listed += 1;
+        }
+        if listed < count {
+            write!(f, "; … and {} more", count - listed)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DocumentError {}
+
+/// Collects the problems of one document while a validator walks it.
+pub(crate) struct Problems {
+    document: &'static str,
+    list: Vec<Problem>,
+    not_kept: usize,
+}
+
+impl Problems {
+    fn new(document: &'static str) -> Problems {
+        Problems {
+            document,
+            list: Vec::new(),
+            not_kept: 0,
+        }
+    }
+
+    pub(crate) fn add(&mut self, problem: Problem) {
+        if self.list.len() < MAX_PROBLEMS {
+            self.list.push(problem);
+        } else {
+            self.not_kept += 1;
+        }
+    }
+
+    /// The value, or `None` with the problem recorded: the caller skips what depends on it
+    /// and goes on with the rest of the document.
+    pub(crate) fn take<T>(&mut self, checked: Result<T, Problem>) -> Option<T> {
+        match checked {
+            Ok(v) => Some(v),
+            Err(p) => {
+                self.add(p);
+                None
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), DocumentError> {
+        if self.list.is_empty() {
+            return Ok(());
+        }
+        Err(DocumentError {
+            document: self.document,
+            problems: self.list,
+            not_kept: self.not_kept,
+        })
+    }
 }
 
 /// Longest display string [`document_code`] returns, in characters; codes
@@ -160,16 +288,23 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
     }
 }
 
-pub(crate) fn error(
-    document: &'static str,
-    field: impl Into<String>,
-    problem: impl Into<String>,
-) -> DocumentError {
-    DocumentError {
-        document,
+pub(crate) fn problem(field: impl Into<String>, problem: impl Into<String>) -> Problem {
+    Problem {
         field: field.into(),
         problem: problem.into(),
     }
+}
+
+/// A piece of the document's own text for a message: quoted, control characters escaped, and
+/// cut to [`QUOTE_MAX_CHARS`] characters (a megabyte "date" must not become a megabyte error).
+pub(crate) fn quoted(text: &str) -> String {
+    let mut cut: String = text.chars().take(QUOTE_MAX_CHARS).collect();
+    let more = cut.len() < text.len();
+    cut = format!("{cut:?}");
+    if more {
+        cut.push('…');
+    }
+    cut
 }
 
 /// `parent.key`, or just `key` at the top level.
@@ -191,13 +326,11 @@ fn shown(path: &str) -> &str {
 }
 
 pub(crate) fn expect_object<'a>(
-    document: &'static str,
     value: &'a Value,
     path: &str,
-) -> Result<&'a Map<String, Value>, DocumentError> {
+) -> Result<&'a Map<String, Value>, Problem> {
     value.as_object().ok_or_else(|| {
-        error(
-            document,
+        problem(
             shown(path),
             format!("expected an object, got {}", type_name(value)),
         )
@@ -205,24 +338,18 @@ pub(crate) fn expect_object<'a>(
 }
 
 pub(crate) fn required<'a>(
-    document: &'static str,
     object: &'a Map<String, Value>,
     parent: &str,
     key: &str,
-) -> Result<&'a Value, DocumentError> {
+) -> Result<&'a Value, Problem> {
     object
         .get(key)
-        .ok_or_else(|| error(document, join(parent, key), "missing required field"))
+        .ok_or_else(|| problem(join(parent, key), "missing required field"))
 }
 
-pub(crate) fn expect_str<'a>(
-    document: &'static str,
-    value: &'a Value,
-    path: &str,
-) -> Result<&'a str, DocumentError> {
+pub(crate) fn expect_str<'a>(value: &'a Value, path: &str) -> Result<&'a str, Problem> {
     value.as_str().ok_or_else(|| {
-        error(
-            document,
+        problem(
             shown(path),
             format!("expected a string, got {}", type_name(value)),
         )
@@ -232,20 +359,18 @@ pub(crate) fn expect_str<'a>(
 /// A string that is not blank and at most `max_chars` characters long
 /// (characters, not bytes, so Cyrillic and Vietnamese get the same budget).
 pub(crate) fn expect_code<'a>(
-    document: &'static str,
     value: &'a Value,
     path: &str,
     max_chars: usize,
-) -> Result<&'a str, DocumentError> {
-    let text = expect_str(document, value, path)?;
+) -> Result<&'a str, Problem> {
+    let text = expect_str(value, path)?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(error(document, path, "must not be empty"));
+        return Err(problem(path, "must not be empty"));
     }
     let chars = trimmed.chars().count();
     if chars > max_chars {
-        return Err(error(
-            document,
+        return Err(problem(
             path,
             format!("too long: {chars} characters, at most {max_chars} allowed"),
         ));
@@ -257,14 +382,9 @@ pub(crate) fn expect_code<'a>(
 ///
 /// Goes through the number's text rather than `as_f64` so `0.1` stays
 /// exactly `0.1` and `quantity × price == total` can be compared exactly.
-pub(crate) fn expect_decimal(
-    document: &'static str,
-    value: &Value,
-    path: &str,
-) -> Result<Decimal, DocumentError> {
+pub(crate) fn expect_decimal(value: &Value, path: &str) -> Result<Decimal, Problem> {
     let Value::Number(number) = value else {
-        return Err(error(
-            document,
+        return Err(problem(
             path,
             format!("expected a number, got {}", type_name(value)),
         ));
@@ -273,8 +393,7 @@ pub(crate) fn expect_decimal(
     Decimal::from_str(&text)
         .or_else(|_| Decimal::from_scientific(&text))
         .map_err(|_| {
-            error(
-                document,
+            problem(
                 path,
                 format!("number {text} is out of the supported decimal range"),
             )
@@ -302,17 +421,91 @@ mod tests {
         }
     }
 
+    fn error_of(problems: Vec<Problem>, not_kept: usize) -> DocumentError {
+        DocumentError {
+            document: "onec_invoice",
+            problems,
+            not_kept,
+        }
+    }
+
     #[test]
     fn error_display_names_document_field_and_problem() {
-        let e = error(
-            "onec_invoice",
-            "items[1].total",
-            "expected a number, got string",
+        let e = error_of(
+            vec![problem("items[1].total", "expected a number, got string")],
+            0,
         );
         assert_eq!(
             e.to_string(),
             "invalid onec_invoice document: items[1].total: expected a number, got string"
         );
+        let e = error_of(
+            vec![
+                problem("date", "expected a string, got number"),
+                problem("items", "must contain at least one item"),
+            ],
+            0,
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid onec_invoice document, 2 problems: date: expected a string, got number; \
+             items: must contain at least one item"
+        );
+        assert_eq!(e.fields().collect::<Vec<_>>(), ["date", "items"]);
+    }
+
+    #[test]
+    fn error_display_is_bounded_and_counts_what_it_leaves_out() {
+        let many: Vec<Problem> = (0..MAX_PROBLEMS)
+            .map(|i| {
+                problem(
+                    format!("items[{i}].total"),
+                    "expected quantity × price = 2, got 3",
+                )
+            })
+            .collect();
+        let e = error_of(many, 900);
+        assert_eq!(e.count(), 1000);
+        let text = e.to_string();
+        assert!(text.len() <= MESSAGE_BUDGET + 100, "{}", text.len());
+        assert!(
+            text.starts_with("invalid onec_invoice document, 1000 problems: items[0].total: "),
+            "{text}"
+        );
+        let listed = text.matches("expected quantity").count();
+        assert!(listed > 10, "{text}");
+        assert!(
+            text.ends_with(&format!("; … and {} more", 1000 - listed)),
+            "{text}"
+        );
+        // One huge problem is cut, not dropped.
+        let e = error_of(vec![problem("x", "ж".repeat(5000))], 0);
+        let text = e.to_string();
+        assert!(text.len() <= MESSAGE_BUDGET + 100 && text.ends_with('…'));
+    }
+
+    #[test]
+    fn collection_keeps_a_bounded_number_of_problems() {
+        let mut p = Problems::new("json");
+        for i in 0..MAX_PROBLEMS + 7 {
+            p.add(problem(format!("f{i}"), "bad"));
+        }
+        assert_eq!(p.take(Ok::<_, Problem>(5)), Some(5));
+        assert_eq!(p.take(Err::<u8, _>(problem("g", "bad"))), None);
+        let e = p.finish().unwrap_err();
+        assert_eq!(
+            (e.problems.len(), e.not_kept, e.count()),
+            (MAX_PROBLEMS, 8, MAX_PROBLEMS + 8)
+        );
+        assert_eq!(Problems::new("json").finish(), Ok(()));
+    }
+
+    #[test]
+    fn quoted_text_is_short_and_escaped() {
+        assert_eq!(quoted("2026-1-1"), "\"2026-1-1\"");
+        assert_eq!(quoted("a\nb"), "\"a\\nb\"");
+        let long = quoted(&"7".repeat(1_000_000));
+        assert_eq!(long, format!("{:?}…", "7".repeat(QUOTE_MAX_CHARS)));
     }
 
     #[test]
@@ -356,15 +549,15 @@ mod tests {
 
     #[test]
     fn decimals_are_exact() {
-        let d = expect_decimal("t", &json!(0.1), "x").unwrap();
+        let d = expect_decimal(&json!(0.1), "x").unwrap();
         assert_eq!(d, Decimal::from_str("0.1").unwrap());
-        let big = expect_decimal("t", &json!(1e20), "x").unwrap();
+        let big = expect_decimal(&json!(1e20), "x").unwrap();
         assert_eq!(big, Decimal::from_str("100000000000000000000").unwrap());
-        let small = expect_decimal("t", &json!(1.5e-7), "x").unwrap();
+        let small = expect_decimal(&json!(1.5e-7), "x").unwrap();
         assert_eq!(small, Decimal::from_str("0.00000015").unwrap());
-        let err = expect_decimal("t", &json!(1e300), "x").unwrap_err();
+        let err = expect_decimal(&json!(1e300), "x").unwrap_err();
         assert!(err.problem.contains("out of the supported"), "{err}");
-        let err = expect_decimal("t", &json!("5"), "x").unwrap_err();
+        let err = expect_decimal(&json!("5"), "x").unwrap_err();
         assert_eq!(err.problem, "expected a number, got string");
     }
 
@@ -467,7 +660,10 @@ mod tests {
                 v
             };
             for kind in DocumentKind::ALL {
-                let _ = kind.validate(&value);
+                if let Err(e) = kind.validate(&value) {
+                    assert!(!e.problems.is_empty());
+                    assert!(e.to_string().len() <= MESSAGE_BUDGET + 100, "{e}");
+                }
             }
             for field in ["invoice_number", "customer.name", "items.0.total", "a..b"] {
                 let _ = document_code(&value, field);

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    error, expect_code, expect_decimal, expect_object, expect_str, required, DocumentError,
+    expect_code, expect_decimal, expect_object, expect_str, problem, quoted, required, Problem,
+    Problems,
 };
 
 /// Longest invoice number 1C accepts for the document number field.
@@ -171,78 +172,88 @@ pub(crate) mod decimal_number {
     }
 }
 
-pub(super) fn validate(document: &'static str, payload: &Value) -> Result<(), DocumentError> {
-    let root = expect_object(document, payload, "")?;
-
-    let number = required(document, root, "", "invoice_number")?;
-    expect_code(document, number, "invoice_number", INVOICE_NUMBER_MAX)?;
-
-    let date = expect_str(document, required(document, root, "", "date")?, "date")?;
-    check_date(date).map_err(|problem| error(document, "date", problem))?;
-
-    let customer_value = required(document, root, "", "customer")?;
-    let customer = expect_object(document, customer_value, "customer")?;
-    let name = required(document, customer, "customer", "name")?;
-    expect_code(document, name, "customer.name", TEXT_MAX)?;
-    for key in ["phone", "address"] {
-        let path = format!("customer.{key}");
-        let text = expect_str(
-            document,
-            required(document, customer, "customer", key)?,
-            &path,
-        )?;
-        check_length(document, text, &path)?;
-    }
-
-    let items_value = required(document, root, "", "items")?;
-    let Value::Array(items) = items_value else {
-        return Err(error(
-            document,
-            "items",
-            format!("expected an array, got {}", super::type_name(items_value)),
-        ));
+/// Checks the whole invoice and records every problem found. A field that cannot be read (absent,
+/// wrong type) is reported once and what depends on it is skipped rather than reported again:
+/// a line whose amounts are unusable, or a negative delivery cost, leaves the grand total
+/// unchecked, and a wrong line total
+/// counts with its correct value (`quantity × price`), so the grand total is only reported when
+/// it is wrong against the correct lines too.
+pub(super) fn validate(problems: &mut Problems, payload: &Value) {
+    let Some(root) = problems.take(expect_object(payload, "")) else {
+        return;
     };
-    if items.is_empty() {
-        return Err(error(document, "items", "must contain at least one item"));
-    }
-    if items.len() > ITEMS_MAX {
-        return Err(error(
-            document,
-            "items",
-            format!(
-                "too many items: {}, at most {ITEMS_MAX} allowed",
-                items.len()
-            ),
-        ));
-    }
-    let mut items_sum = Decimal::ZERO;
-    for (index, item) in items.iter().enumerate() {
-        let total = validate_item(document, item, &format!("items[{index}]"))?;
-        items_sum = items_sum
-            .checked_add(total)
-            .ok_or_else(|| error(document, "items", "the sum of item totals overflows"))?;
+
+    problems.take(
+        required(root, "", "invoice_number")
+            .and_then(|v| expect_code(v, "invoice_number", INVOICE_NUMBER_MAX)),
+    );
+
+    problems.take(
+        required(root, "", "date")
+            .and_then(|v| expect_str(v, "date"))
+            .and_then(|date| check_date(date).map_err(|text| problem("date", text))),
+    );
+
+    if let Some(customer) =
+        problems.take(required(root, "", "customer").and_then(|v| expect_object(v, "customer")))
+    {
+        problems.take(
+            required(customer, "customer", "name")
+                .and_then(|v| expect_code(v, "customer.name", TEXT_MAX)),
+        );
+        for key in ["phone", "address"] {
+            let path = format!("customer.{key}");
+            problems.take(
+                required(customer, "customer", key)
+                    .and_then(|v| expect_str(v, &path))
+                    .and_then(|text| check_length(text, &path)),
+            );
+        }
     }
 
-    let delivery = expect_decimal(
-        document,
-        required(document, root, "", "delivery_cost")?,
-        "delivery_cost",
-    )?;
-    if delivery < Decimal::ZERO {
-        return Err(error(
-            document,
-            "delivery_cost",
-            format!("must not be negative, got {delivery}"),
-        ));
-    }
+    let items_sum = problems
+        .take(required(root, "", "items").and_then(expect_items))
+        .and_then(|items| {
+            let mut sum = Some(Decimal::ZERO);
+            for (index, item) in items.iter().enumerate() {
+                let total = validate_item(problems, item, &format!("items[{index}]"));
+                sum = match (sum, total) {
+                    (Some(sum), Some(total)) => {
+                        let next = sum.checked_add(total);
+                        if next.is_none() {
+                            problems.add(problem("items", "the sum of item totals overflows"));
+                        }
+                        next
+                    }
+                    _ => None,
+                };
+            }
+            sum
+        });
 
-    let total = expect_decimal(document, required(document, root, "", "total")?, "total")?;
-    let expected = items_sum
-        .checked_add(delivery)
-        .ok_or_else(|| error(document, "total", "items sum + delivery_cost overflows"))?;
+    let delivery = problems
+        .take(required(root, "", "delivery_cost").and_then(|v| expect_decimal(v, "delivery_cost")))
+        .and_then(|delivery| {
+            if delivery < Decimal::ZERO {
+                problems.add(problem(
+                    "delivery_cost",
+                    format!("must not be negative, got {}", delivery.normalize()),
+                ));
+                return None;
+            }
+            Some(delivery)
+        });
+
+    let total = problems.take(required(root, "", "total").and_then(|v| expect_decimal(v, "total")));
+    let (Some(total), Some(items_sum), Some(delivery)) = (total, items_sum, delivery) else {
+        return;
+    };
+    let Some(expected) = items_sum.checked_add(delivery) else {
+        problems.add(problem("total", "items sum + delivery_cost overflows"));
+        return;
+    };
     if total != expected {
-        return Err(error(
-            document,
+        problems.add(problem(
             "total",
             format!(
                 "expected sum of item totals + delivery_cost = {} + {} = {}, got {}",
@@ -253,58 +264,80 @@ pub(super) fn validate(document: &'static str, payload: &Value) -> Result<(), Do
             ),
         ));
     }
-    Ok(())
 }
 
-/// Checks one line and returns its (verified) total.
-fn validate_item(
-    document: &'static str,
-    item: &Value,
-    path: &str,
-) -> Result<Decimal, DocumentError> {
-    let object = expect_object(document, item, path)?;
+/// `items`: a non-empty array of at most [`ITEMS_MAX`] lines.
+fn expect_items(value: &Value) -> Result<&Vec<Value>, Problem> {
+    let Value::Array(items) = value else {
+        return Err(problem(
+            "items",
+            format!("expected an array, got {}", super::type_name(value)),
+        ));
+    };
+    if items.is_empty() {
+        return Err(problem("items", "must contain at least one item"));
+    }
+    if items.len() > ITEMS_MAX {
+        return Err(problem(
+            "items",
+            format!(
+                "too many items: {}, at most {ITEMS_MAX} allowed",
+                items.len()
+            ),
+        ));
+    }
+    Ok(items)
+}
+
+/// Checks one line, recording its problems, and returns the amount it adds to the invoice
+/// (`quantity × price`), or `None` when its quantity or price is unusable.
+fn validate_item(problems: &mut Problems, item: &Value, path: &str) -> Option<Decimal> {
+    let object = problems.take(expect_object(item, path))?;
     let field = |key: &str| format!("{path}.{key}");
 
-    let articul = required(document, object, path, "articul")?;
-    expect_code(document, articul, &field("articul"), TEXT_MAX)?;
-    let name = required(document, object, path, "name")?;
-    expect_code(document, name, &field("name"), TEXT_MAX)?;
+    problems.take(
+        required(object, path, "articul").and_then(|v| expect_code(v, &field("articul"), TEXT_MAX)),
+    );
+    problems.take(
+        required(object, path, "name").and_then(|v| expect_code(v, &field("name"), TEXT_MAX)),
+    );
 
-    let quantity = expect_decimal(
-        document,
-        required(document, object, path, "quantity")?,
-        &field("quantity"),
-    )?;
-    if quantity <= Decimal::ZERO {
-        return Err(error(
-            document,
-            field("quantity"),
-            format!("must be greater than 0, got {}", quantity.normalize()),
-        ));
-    }
-    let price = expect_decimal(
-        document,
-        required(document, object, path, "price")?,
-        &field("price"),
-    )?;
-    if price < Decimal::ZERO {
-        return Err(error(
-            document,
-            field("price"),
-            format!("must not be negative, got {}", price.normalize()),
-        ));
-    }
-    let total = expect_decimal(
-        document,
-        required(document, object, path, "total")?,
-        &field("total"),
-    )?;
-    let expected = quantity
-        .checked_mul(price)
-        .ok_or_else(|| error(document, field("total"), "quantity × price overflows"))?;
-    if total != expected {
-        return Err(error(
-            document,
+    let quantity = problems
+        .take(
+            required(object, path, "quantity").and_then(|v| expect_decimal(v, &field("quantity"))),
+        )
+        .and_then(|quantity| {
+            if quantity <= Decimal::ZERO {
+                problems.add(problem(
+                    field("quantity"),
+                    format!("must be greater than 0, got {}", quantity.normalize()),
+                ));
+                return None;
+            }
+            Some(quantity)
+        });
+    let price = problems
+        .take(required(object, path, "price").and_then(|v| expect_decimal(v, &field("price"))))
+        .and_then(|price| {
+            if price < Decimal::ZERO {
+                problems.add(problem(
+                    field("price"),
+                    format!("must not be negative, got {}", price.normalize()),
+                ));
+                return None;
+            }
+            Some(price)
+        });
+    let total = problems
+        .take(required(object, path, "total").and_then(|v| expect_decimal(v, &field("total"))));
+
+    let (quantity, price) = (quantity?, price?);
+    let Some(expected) = quantity.checked_mul(price) else {
+        problems.add(problem(field("total"), "quantity × price overflows"));
+        return None;
+    };
+    if let Some(total) = total.filter(|t| *t != expected) {
+        problems.add(problem(
             field("total"),
             format!(
                 "expected quantity × price = {}, got {}",
@@ -313,14 +346,13 @@ fn validate_item(
             ),
         ));
     }
-    Ok(total)
+    Some(expected)
 }
 
-fn check_length(document: &'static str, text: &str, path: &str) -> Result<(), DocumentError> {
+fn check_length(text: &str, path: &str) -> Result<(), Problem> {
     let chars = text.chars().count();
     if chars > TEXT_MAX {
-        return Err(error(
-            document,
+        return Err(problem(
             path,
             format!("too long: {chars} characters, at most {TEXT_MAX} allowed"),
         ));
@@ -331,7 +363,7 @@ fn check_length(document: &'static str, text: &str, path: &str) -> Result<(), Do
 /// A real calendar date in `YYYY-MM-DD`, done by hand to keep chrono out of
 /// this module (1C rejects `2026-02-30` with an unhelpful message).
 fn check_date(text: &str) -> Result<(), String> {
-    let bad_format = || format!("expected a date as YYYY-MM-DD, got {text:?}");
+    let bad_format = || format!("expected a date as YYYY-MM-DD, got {}", quoted(text));
     let bytes = text.as_bytes();
     if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
         return Err(bad_format());
@@ -372,7 +404,7 @@ pub(crate) mod tests {
     use std::str::FromStr;
 
     use super::*;
-    use crate::documents::DocumentKind;
+    use crate::documents::{DocumentError, DocumentKind};
     use serde_json::json;
 
     /// The example from the 1C directive.
@@ -391,21 +423,28 @@ pub(crate) mod tests {
         DocumentKind::OnecInvoice.validate(payload)
     }
 
-    /// Sets `path` (a JSON pointer) in the sample and returns the error.
-    fn error_with(pointer: &str, value: Value) -> DocumentError {
-        let mut payload = sample();
-        *payload.pointer_mut(pointer).expect("pointer exists") = value;
-        check(&payload).expect_err("must be rejected")
+    /// The one problem of a payload that must have exactly one.
+    fn only(payload: &Value) -> Problem {
+        let err = check(payload).expect_err("must be rejected");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        err.problems.into_iter().next().unwrap()
     }
 
-    fn error_without(parent: &str, key: &str) -> DocumentError {
+    /// Sets `path` (a JSON pointer) in the sample and returns its one problem.
+    fn error_with(pointer: &str, value: Value) -> Problem {
+        let mut payload = sample();
+        *payload.pointer_mut(pointer).expect("pointer exists") = value;
+        only(&payload)
+    }
+
+    fn error_without(parent: &str, key: &str) -> Problem {
         let mut payload = sample();
         payload
             .pointer_mut(parent)
             .and_then(Value::as_object_mut)
             .expect("object")
             .remove(key);
-        check(&payload).expect_err("must be rejected")
+        only(&payload)
     }
 
     #[test]
@@ -415,7 +454,7 @@ pub(crate) mod tests {
 
     #[test]
     fn root_must_be_object() {
-        let err = check(&json!([1])).unwrap_err();
+        let err = only(&json!([1]));
         assert_eq!(err.field, "$");
         assert_eq!(err.problem, "expected an object, got array");
     }
@@ -525,7 +564,9 @@ pub(crate) mod tests {
         );
         let err = error_with("/items/0/price", json!(-1));
         assert_eq!(err.problem, "must not be negative, got -1");
-        let err = error_with("/items/0/total", json!(244000));
+        let mut payload = sample();
+        payload["items"][0]["total"] = json!(244000);
+        let err = check(&payload).unwrap_err();
         assert_eq!(err.to_string(), "invalid onec_invoice document: items[0].total: expected quantity × price = 244668, got 244000");
     }
 
@@ -536,8 +577,9 @@ pub(crate) mod tests {
             { "articul": "A", "name": "a", "quantity": 1, "price": 10, "total": 10 },
             { "articul": "B", "name": "b", "quantity": 3, "price": 0.1, "total": 0.31 }
         ]);
-        payload["total"] = json!(10.81);
-        let err = check(&payload).unwrap_err();
+        // The grand total agrees with the correct lines (10 + 0.3 + 500): only the line is named.
+        payload["total"] = json!(510.3);
+        let err = only(&payload);
         assert_eq!(err.field, "items[1].total");
         assert_eq!(err.problem, "expected quantity × price = 0.3, got 0.31");
     }
@@ -580,8 +622,81 @@ pub(crate) mod tests {
         let mut payload = sample();
         payload["items"][0]["quantity"] = json!(1e27);
         payload["items"][0]["price"] = json!(1e27);
-        let err = check(&payload).unwrap_err();
+        let err = only(&payload);
         assert_eq!(err.problem, "quantity × price overflows");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_in_document_order() {
+        let mut payload = sample();
+        payload["invoice_number"] = json!("");
+        payload["date"] = json!("2026-02-30");
+        payload["customer"].as_object_mut().unwrap().remove("phone");
+        payload["items"] = json!([
+            { "articul": "A", "name": "a", "quantity": 1, "price": 10, "total": 11 },
+            { "articul": " ", "name": 5, "quantity": 0, "price": -1, "total": "x" },
+            "not a line"
+        ]);
+        payload["delivery_cost"] = json!(-5);
+        let err = check(&payload).unwrap_err();
+        assert_eq!(
+            err.fields().collect::<Vec<_>>(),
+            [
+                "invoice_number",
+                "date",
+                "customer.phone",
+                "items[0].total",
+                "items[1].articul",
+                "items[1].name",
+                "items[1].quantity",
+                "items[1].price",
+                "items[1].total",
+                "items[2]",
+                "delivery_cost",
+            ],
+            "{err}"
+        );
+        // The grand total cannot be checked (lines 1 and 2 have no usable amounts): not reported.
+        let text = err.to_string();
+        assert!(
+            text.starts_with("invalid onec_invoice document, 11 problems: invoice_number: must not be empty; date: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_line_total_is_not_reported_again_as_a_wrong_grand_total() {
+        // The grand total matches the correct line (244668 + 500): only the line is wrong.
+        let mut payload = sample();
+        payload["items"][0]["total"] = json!(244000);
+        assert_eq!(only(&payload).field, "items[0].total");
+        // Both wrong: both named.
+        payload["total"] = json!(244500);
+        let err = check(&payload).unwrap_err();
+        assert_eq!(
+            err.fields().collect::<Vec<_>>(),
+            ["items[0].total", "total"]
+        );
+    }
+
+    #[test]
+    fn huge_documents_give_bounded_errors() {
+        let mut payload = sample();
+        payload["date"] = json!("x".repeat(1_000_000));
+        payload["items"] = json!(vec![
+            json!({ "articul": "A", "name": "a", "quantity": 1, "price": 2, "total": 3 });
+            ITEMS_MAX
+        ]);
+        let err = check(&payload).unwrap_err();
+        assert_eq!(err.count(), ITEMS_MAX + 2, "date, every line, the total");
+        assert_eq!(err.problems.len(), crate::documents::MAX_PROBLEMS);
+        let text = err.to_string();
+        assert!(text.len() < 1500, "{} bytes", text.len());
+        assert!(
+            text.contains("date: expected a date as YYYY-MM-DD, got \"xxx"),
+            "{text}"
+        );
+        assert!(text.ends_with(" more"), "{text}");
     }
 
     #[test]

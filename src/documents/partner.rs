@@ -8,26 +8,29 @@
 
 use serde_json::Value;
 
-use super::{expect_code, expect_object, required, DocumentError};
+use super::{expect_code, expect_object, required, Problems};
 
 /// Longest document code the partner accepts.
 const CODE_MAX: usize = 100;
 
-pub(super) fn validate(
-    document: &'static str,
-    payload: &Value,
-    code_field: &'static str,
-) -> Result<(), DocumentError> {
-    let root = expect_object(document, payload, "")?;
-    let code = required(document, root, "", code_field)?;
-    expect_code(document, code, code_field, CODE_MAX)?;
-    Ok(())
+pub(super) fn validate(problems: &mut Problems, payload: &Value, code_field: &'static str) {
+    let Some(root) = problems.take(expect_object(payload, "")) else {
+        return;
+    };
+    problems.take(
+        required(root, "", code_field).and_then(|code| expect_code(code, code_field, CODE_MAX)),
+    );
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::documents::DocumentKind;
+    use crate::documents::{DocumentError, DocumentKind, Problem};
     use serde_json::json;
+
+    fn only(err: DocumentError) -> Problem {
+        assert_eq!(err.problems.len(), 1, "{err}");
+        err.problems.into_iter().next().unwrap()
+    }
 
     #[test]
     fn receipt_and_issue_need_invoice_code() {
@@ -40,16 +43,18 @@ mod tests {
             assert_eq!(kind.validate(&ok), Ok(()));
 
             let err = kind.validate(&json!({ "billCode": "HD-1" })).unwrap_err();
+            assert_eq!(err.document, kind.name());
+            let err = only(err);
             assert_eq!(err.field, "invoiceCode");
             assert_eq!(err.problem, "missing required field");
-            assert_eq!(err.document, kind.name());
 
-            let err = kind
-                .validate(&json!({ "invoiceCode": " \t " }))
-                .unwrap_err();
+            let err = only(
+                kind.validate(&json!({ "invoiceCode": " \t " }))
+                    .unwrap_err(),
+            );
             assert_eq!(err.problem, "must not be empty");
 
-            let err = kind.validate(&json!({ "invoiceCode": 12 })).unwrap_err();
+            let err = only(kind.validate(&json!({ "invoiceCode": 12 })).unwrap_err());
             assert_eq!(err.problem, "expected a string, got number");
         }
     }
@@ -70,17 +75,20 @@ mod tests {
         let kind = DocumentKind::PartnerHoaDon;
         let hundred = format!("  {}  ", "đ".repeat(100));
         assert_eq!(kind.validate(&json!({ "billCode": hundred })), Ok(()));
-        let err = kind
-            .validate(&json!({ "billCode": "đ".repeat(101) }))
-            .unwrap_err();
+        let err = only(
+            kind.validate(&json!({ "billCode": "đ".repeat(101) }))
+                .unwrap_err(),
+        );
         assert_eq!(err.problem, "too long: 101 characters, at most 100 allowed");
     }
 
     #[test]
     fn payload_must_be_an_object() {
-        let err = DocumentKind::PartnerPhieuNhap
-            .validate(&json!("PN-1"))
-            .unwrap_err();
+        let err = only(
+            DocumentKind::PartnerPhieuNhap
+                .validate(&json!("PN-1"))
+                .unwrap_err(),
+        );
         assert_eq!(
             (err.field.as_str(), err.problem.as_str()),
             ("$", "expected an object, got string")

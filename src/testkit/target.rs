@@ -118,6 +118,26 @@ impl Reply {
         }
     }
 
+    /// A redirect: `code` (301, 302, 303, 307, 308…) with `Location: location` and a small JSON
+    /// body naming it, as web servers and load balancers send when a URL moved (or a login
+    /// page takes over). `location` is sent verbatim, so a test may make it relative, absolute,
+    /// hostile or a loop back to the same path.
+    pub fn redirect(code: u16, location: impl Into<String>) -> Self {
+        let location = location.into();
+        Reply::Status {
+            code,
+            body: serde_json::json!({ "redirect": location }).to_string(),
+            headers: vec![("Location".to_owned(), location)],
+        }
+    }
+
+    /// `code` with the request echoed back as `text/plain`: request line, every header as
+    /// received (the `Authorization` header included) and the body, as a debugging endpoint or
+    /// a misconfigured proxy would answer. See [`ReceivedRequest::echo_text`].
+    pub fn echo(code: u16, req: &ReceivedRequest) -> Self {
+        Reply::body(code, "text/plain; charset=utf-8", req.echo_text())
+    }
+
     /// Adds a response header. Applies to the innermost `Status` of a
     /// `Delay`; variants that send no proper response ignore it.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -167,6 +187,26 @@ impl ReceivedRequest {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The request as text: `METHOD path[?query] HTTP/1.1`, one `Name: value` line per header in
+    /// arrival order, a blank line, and the body (lossy UTF-8). What an echo endpoint answers.
+    pub fn echo_text(&self) -> String {
+        let mut out = format!("{} {}", self.method, self.path);
+        if let Some(q) = &self.query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out.push_str(" HTTP/1.1\r\n");
+        for (name, value) in &self.headers {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&self.body_text());
+        out
     }
 
     /// The `Idempotency-Key` header.
@@ -475,6 +515,13 @@ impl TargetServer {
 
     pub fn is_up(&self) -> bool {
         lock(&self.inner.state.script).up
+    }
+
+    /// Answers every request with `code` and the request echoed back ([`Reply::echo`]):
+    /// headers, credentials and body, like a debugging endpoint or a misconfigured proxy.
+    /// Replaces any responder; outage and required auth still come first.
+    pub fn echo_requests(&self, code: u16) {
+        self.set_responder(move |req, _| Some(Reply::echo(code, req)));
     }
 
     /// Requests without exactly these Basic credentials get

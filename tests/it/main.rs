@@ -4,5 +4,6 @@ mod binary;
 mod delivery;
 mod faults;
 mod helpers;
+mod hostile;
 mod outbox_core;
 mod shutdown;

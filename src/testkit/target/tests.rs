@@ -9,17 +9,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const GUARD: Duration = Duration::from_secs(2);
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        // Environment proxies must not intercept loopback traffic.
-        .no_proxy()
-        .timeout(GUARD)
-        .build()
-        .unwrap()
+    client_with_timeout(GUARD)
 }
 
 fn client_with_timeout(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
+        // Environment proxies must not intercept loopback traffic.
         .no_proxy()
+        // As the engine: a redirect is an answer to look at, never followed.
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .build()
         .unwrap()
@@ -313,6 +311,68 @@ async fn cyrillic_basic_auth_round_trips() {
         req.basic_auth_bytes().unwrap(),
         "Администратор:пароль:с:двоеточием".as_bytes()
     );
+}
+
+#[tokio::test]
+async fn redirect_reply_carries_its_location() {
+    let server = TargetServer::start().await.unwrap();
+    server.push_replies(
+        "/moved",
+        [
+            Reply::redirect(302, "/landing"),
+            Reply::redirect(307, "http://other.invalid/x?y=1"),
+        ],
+    );
+    let c = client();
+    let first = c
+        .post(server.url("/moved"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 302);
+    assert_eq!(first.headers()["location"].to_str().unwrap(), "/landing");
+    assert_eq!(first.text().await.unwrap(), r#"{"redirect":"/landing"}"#);
+    let second = c
+        .post(server.url("/moved"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status().as_u16(), 307);
+    assert_eq!(
+        second.headers()["location"].to_str().unwrap(),
+        "http://other.invalid/x?y=1"
+    );
+    // The client did not follow: only the two requests to /moved arrived.
+    assert_eq!(server.request_count(), 2);
+    assert!(server.requests_to("/landing").is_empty());
+}
+
+#[tokio::test]
+async fn echo_sends_the_request_back() {
+    let server = TargetServer::start().await.unwrap();
+    server.echo_requests(400);
+    let resp = client()
+        .post(server.url("/echo?a=1"))
+        .basic_auth("Администратор", Some("secret"))
+        .header("Idempotency-Key", "k-9")
+        .body(r#"{"n":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let text = resp.text().await.unwrap();
+    let req = &server.requests()[0];
+    assert_eq!(text, req.echo_text());
+    assert!(text.starts_with("POST /echo?a=1 HTTP/1.1\r\n"), "{text}");
+    let auth = req.authorization().unwrap();
+    assert!(
+        text.contains(&format!("authorization: {auth}\r\n")),
+        "{text}"
+    );
+    assert!(text.contains("idempotency-key: k-9\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n{\"n\":1}"), "{text}");
 }
 
 #[tokio::test]
