@@ -637,7 +637,6 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
                 })
             });
             let server = crate::ops::serve(&addr, metrics.clone(), ready, shutdown.clone()).await?;
-            tracing::info!(addr = %server.addr, "serving /metrics, /healthz, /readyz");
             Some(server)
         }
         None => None,
