@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Sources, SETTINGS};
+use crate::config::{Allowed, Config, Sources, SETTINGS};
 use crate::delivery::HttpDeliverer;
 use crate::export::{export_invoice, ExportReport};
 use crate::ops::{LogConfig, LogFormat, Metrics, MetricsObserver};
@@ -23,8 +23,14 @@ fn settings_help() -> String {
     let mut s = String::from(
         "Configuration (environment, .env, or --config FILE with the same names in lower case):\n",
     );
-    for (name, default, what) in SETTINGS {
-        s.push_str(&format!("  {name:<26} {what} [default: {default}]\n"));
+    for setting in SETTINGS {
+        let (name, what, default) = (setting.name, setting.what, setting.default);
+        match setting.allowed {
+            Allowed::Text(_) => s.push_str(&format!("  {name:<26} {what} [default: {default}]\n")),
+            range => s.push_str(&format!(
+                "  {name:<26} {what} [default: {default}; allowed: {range}]\n"
+            )),
+        }
     }
     s.push_str("Workflow files read their own variables: ONEC_BASE_URL, ONEC_USERNAME, ONEC_PASSWORD,\n  ONEC_INVOICES_ENDPOINT, API_BASE_URL, API_USERNAME, API_PASSWORD.");
     s
@@ -647,7 +653,6 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
                 })
             });
             let server = crate::ops::serve(&addr, metrics.clone(), ready, shutdown.clone()).await?;
-            tracing::info!(addr = %server.addr, "serving /metrics, /healthz, /readyz");
             Some(server)
         }
         None => None,

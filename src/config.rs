@@ -2,9 +2,17 @@
 //! (`--config FILE` or `FERRY_CONFIG`, TOML with the same names in lower case), then environment
 //! variables (a `.env` file in the working directory is read first and never overrides what is
 //! already set), then command-line flags. Every value is validated into a typed field here, and a
-//! bad one is reported with the variable's name and the value that was given (never a password).
+//! bad one is reported with the variable's name, the value that was given (never a password) and
+//! what is allowed.
+//!
+//! Every number and duration has a range ([`Allowed`]), listed in [`SETTINGS`] and in
+//! `ferry --help`. The ranges are far wider than any sensible deployment; they exist so that a
+//! unit slip (`30d` for `30s`) or a stray digit is refused at start-up, by name, instead of
+//! panicking later (a semaphore larger than tokio allows, a deadline past the end of time) or
+//! starting a relay whose every claim fails (a lease interval the database cannot represent).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,80 +28,176 @@ pub enum ConfigError {
     File { path: PathBuf, problem: String },
 }
 
-/// Every setting, with its default and why it exists. `ferry --help` and the README list them.
-pub const SETTINGS: &[(&str, &str, &str)] = &[
-    (
-        "DATABASE_URL",
-        "sqlite:ferry.db",
-        "postgres://user@host:5432/db or sqlite:path.db",
-    ),
-    (
-        "FERRY_SCHEMA",
-        "(server default)",
-        "PostgreSQL schema holding Ferry's tables",
-    ),
-    (
-        "FERRY_WORKFLOWS",
-        "./workflows",
-        "directory of workflow files (*.toml)",
-    ),
-    (
-        "FERRY_METRICS_ADDR",
-        "127.0.0.1:9464",
-        "address of /metrics, /healthz, /readyz; 'off' disables",
-    ),
-    ("FERRY_LOG_FORMAT", "human", "human or json"),
-    (
-        "FERRY_LOG",
-        "info",
-        "log filter (tracing EnvFilter syntax, e.g. info,ferry=debug)",
-    ),
-    (
-        "FERRY_LOG_DIR",
-        "logs",
-        "directory of the daily-rotated log file ferry.log; 'off' disables",
-    ),
-    (
-        "FERRY_CONCURRENCY",
-        "128",
-        "deliveries in flight per relay (per-target caps apply too)",
-    ),
-    ("FERRY_BATCH_SIZE", "256", "most rows per claim"),
-    (
-        "FERRY_POLL_INTERVAL",
-        "1s",
-        "fallback poll when no wake-up arrives",
-    ),
-    (
-        "FERRY_LISTEN",
-        "true",
-        "LISTEN/NOTIFY on PostgreSQL; false behind a transaction-mode pooler",
-    ),
-    (
-        "FERRY_LEASE_MARGIN",
-        "30s",
-        "added to the longest request timeout to make the lease",
-    ),
-    (
-        "FERRY_SHUTDOWN_GRACE",
-        "30s",
-        "time in-flight deliveries get on SIGTERM before release",
-    ),
-    (
-        "FERRY_RETENTION",
-        "21d",
-        "done rows and attempts older than this are pruned",
-    ),
-    (
-        "FERRY_PRUNE_SCHEDULE",
-        "0 17 3 * * *",
-        "cron schedule of the prune job (sec min hour day month weekday)",
-    ),
-    (
-        "FERRY_DB_MAX_CONNECTIONS",
-        "8",
-        "database pool size per relay",
-    ),
+/// What values a setting accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    /// A whole number in `min..=max`.
+    Count { min: u64, max: u64 },
+    /// A duration (`500ms`, `30s`, `5m`, `21d`) in `min..=max`.
+    Duration { min: Duration, max: Duration },
+    /// Anything of the described form.
+    Text(&'static str),
+}
+
+impl fmt::Display for Allowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Allowed::Count { min, max } => write!(f, "{min}..={max}"),
+            Allowed::Duration { min, max } => write!(f, "{}..={}", short(*min), short(*max)),
+            Allowed::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// A duration in its largest whole unit, days from two on: `10ms`, `1s`, `24h`, `3650d`.
+fn short(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        let least = if unit == "d" { 2 * size } else { size };
+        if ms >= least && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    if ms == 0 {
+        "0s".into()
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// One setting: its name, default, allowed values and why it exists.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub allowed: Allowed,
+    pub what: &'static str,
+}
+
+const fn count(min: u64, max: u64) -> Allowed {
+    Allowed::Count { min, max }
+}
+
+const fn span(min: Duration, max: Duration) -> Allowed {
+    Allowed::Duration { min, max }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+pub const CONCURRENCY: Setting = Setting {
+    name: "FERRY_CONCURRENCY",
+    default: "128",
+    allowed: count(1, 10_000),
+    what: "deliveries in flight per relay (per-target caps apply too)",
+};
+pub const BATCH_SIZE: Setting = Setting {
+    name: "FERRY_BATCH_SIZE",
+    default: "256",
+    allowed: count(1, 10_000),
+    what: "most rows per claim",
+};
+pub const POLL_INTERVAL: Setting = Setting {
+    name: "FERRY_POLL_INTERVAL",
+    default: "1s",
+    allowed: span(Duration::from_millis(10), HOUR),
+    what: "fallback poll when no wake-up arrives",
+};
+pub const LEASE_MARGIN: Setting = Setting {
+    name: "FERRY_LEASE_MARGIN",
+    default: "30s",
+    allowed: span(SECOND, DAY),
+    what: "added to the longest request timeout to make the lease",
+};
+pub const SHUTDOWN_GRACE: Setting = Setting {
+    name: "FERRY_SHUTDOWN_GRACE",
+    default: "30s",
+    allowed: span(Duration::ZERO, HOUR),
+    what: "time in-flight deliveries get on SIGTERM before release",
+};
+pub const RETENTION: Setting = Setting {
+    name: "FERRY_RETENTION",
+    default: "21d",
+    allowed: span(HOUR, Duration::from_secs(3650 * 24 * 3600)),
+    what: "done rows and attempts older than this are pruned",
+};
+pub const DB_MAX_CONNECTIONS: Setting = Setting {
+    name: "FERRY_DB_MAX_CONNECTIONS",
+    default: "8",
+    allowed: count(2, 1000),
+    what: "database pool size per relay",
+};
+
+/// Every setting, with its default, what it accepts and why it exists. `ferry --help` and the
+/// README list them.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "DATABASE_URL",
+        default: "sqlite:ferry.db",
+        allowed: Allowed::Text("postgres://… or sqlite:…"),
+        what: "postgres://user@host:5432/db or sqlite:path.db",
+    },
+    Setting {
+        name: "FERRY_SCHEMA",
+        default: "(server default)",
+        allowed: Allowed::Text("a-z, 0-9 and _, at most 63, not starting with a digit"),
+        what: "PostgreSQL schema holding Ferry's tables",
+    },
+    Setting {
+        name: "FERRY_WORKFLOWS",
+        default: "./workflows",
+        allowed: Allowed::Text("a directory"),
+        what: "directory of workflow files (*.toml)",
+    },
+    Setting {
+        name: "FERRY_METRICS_ADDR",
+        default: "127.0.0.1:9464",
+        allowed: Allowed::Text("host:port, or off"),
+        what: "address of /metrics, /healthz, /readyz; 'off' disables",
+    },
+    Setting {
+        name: "FERRY_LOG_FORMAT",
+        default: "human",
+        allowed: Allowed::Text("human or json"),
+        what: "human or json",
+    },
+    Setting {
+        name: "FERRY_LOG",
+        default: "info",
+        allowed: Allowed::Text("tracing EnvFilter directives"),
+        what: "log filter (tracing EnvFilter syntax, e.g. info,ferry=debug)",
+    },
+    Setting {
+        name: "FERRY_LOG_DIR",
+        default: "logs",
+        allowed: Allowed::Text("a directory, or off"),
+        what: "directory of the daily-rotated log file ferry.log; 'off' disables",
+    },
+    CONCURRENCY,
+    BATCH_SIZE,
+    POLL_INTERVAL,
+    Setting {
+        name: "FERRY_LISTEN",
+        default: "true",
+        allowed: Allowed::Text("true or false"),
+        what: "LISTEN/NOTIFY on PostgreSQL; false behind a transaction-mode pooler",
+    },
+    LEASE_MARGIN,
+    SHUTDOWN_GRACE,
+    RETENTION,
+    Setting {
+        name: "FERRY_PRUNE_SCHEDULE",
+        default: "0 17 3 * * *",
+        allowed: Allowed::Text("a cron expression that fires again"),
+        what: "cron schedule of the prune job (sec min hour day month weekday)",
+    },
+    DB_MAX_CONNECTIONS,
 ];
 
 /// The validated configuration of a Ferry process.
@@ -158,14 +262,14 @@ fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
     let mut out = HashMap::new();
     for (k, v) in table {
         let name = k.to_ascii_uppercase();
-        if !SETTINGS.iter().any(|(n, _, _)| *n == name) {
+        if !SETTINGS.iter().any(|s| s.name == name) {
             return Err(ConfigError::File {
                 path: path.into(),
                 problem: format!(
                     "unknown setting '{k}' (known: {})",
                     SETTINGS
                         .iter()
-                        .map(|s| s.0.to_ascii_lowercase())
+                        .map(|s| s.name.to_ascii_lowercase())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -197,24 +301,75 @@ fn bad(name: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-fn duration(src: &Sources, name: &str, default: Duration) -> Result<Duration, ConfigError> {
-    match src.get(name) {
-        None => Ok(default),
-        Some(v) => humantime::parse_duration(v.trim())
-            .map_err(|e| bad(name, format!("'{v}' is not a duration like 30s or 5m: {e}"))),
+/// `NAME: 'value' is not allowed: expected WHAT in RANGE`, for every out-of-range value.
+fn out_of_range(setting: &Setting, value: &str, what: &str) -> ConfigError {
+    bad(
+        setting.name,
+        format!(
+            "'{value}' is not allowed: expected {what} in {}",
+            setting.allowed
+        ),
+    )
+}
+
+/// A duration setting, within its [`Allowed::Duration`] range.
+fn duration(src: &Sources, setting: &Setting) -> Result<Duration, ConfigError> {
+    let Allowed::Duration { min, max } = setting.allowed else {
+        unreachable!("{} is not a duration setting", setting.name)
+    };
+    let value = src.get(setting.name).unwrap_or(setting.default);
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) if (min..=max).contains(&d) => Ok(d),
+        Ok(_) => Err(out_of_range(setting, value, "a duration")),
+        Err(e) => Err(bad(
+            setting.name,
+            format!(
+                "'{value}' is not a duration like 30s or 5m ({e}); allowed: {}",
+                setting.allowed
+            ),
+        )),
     }
 }
 
-fn number<T>(src: &Sources, name: &str, default: T, min: T) -> Result<T, ConfigError>
+/// A whole-number setting, within its [`Allowed::Count`] range.
+fn number<T>(src: &Sources, setting: &Setting) -> Result<T, ConfigError>
 where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    T: TryFrom<u64>,
 {
-    match src.get(name) {
-        None => Ok(default),
-        Some(v) => match v.trim().parse::<T>() {
-            Ok(n) if n >= min => Ok(n),
-            _ => Err(bad(name, format!("'{v}' is not a whole number ≥ {min}"))),
-        },
+    let Allowed::Count { min, max } = setting.allowed else {
+        unreachable!("{} is not a number setting", setting.name)
+    };
+    let value = src.get(setting.name).unwrap_or(setting.default);
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| out_of_range(setting, value, "a whole number"))
+}
+
+/// `host:port` as a listener takes it: a host name, an IPv4 address or a bracketed IPv6 address,
+/// and a port in 0..=65535 (0 asks for any free port).
+fn check_listen_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| "has no port (expected host:port)".to_string())?;
+    if port.parse::<u16>().is_err() {
+        return Err(format!("port '{port}' is not a number in 0..=65535"));
+    }
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    if host_ok {
+        Ok(())
+    } else {
+        Err(format!("'{host}' is not a host name or IP address"))
     }
 }
 
@@ -254,19 +409,27 @@ impl Config {
             .get("FERRY_SCHEMA")
             .map(str::to_string)
             .filter(|s| !s.is_empty());
-        store.max_connections = number(src, "FERRY_DB_MAX_CONNECTIONS", 8u32, 2)?;
+        if let Some(schema) = &store.schema {
+            if !schema_name_ok(schema) {
+                return Err(bad(
+                    "FERRY_SCHEMA",
+                    format!(
+                        "'{schema}' is not allowed: expected {}",
+                        allowed_text("FERRY_SCHEMA")
+                    ),
+                ));
+            }
+        }
+        store.max_connections = number(src, &DB_MAX_CONNECTIONS)?;
         let relay = RelayConfig {
-            batch_size: number(src, "FERRY_BATCH_SIZE", 256u32, 1)?,
-            concurrency: number(src, "FERRY_CONCURRENCY", 128usize, 1)?,
-            lease_margin: duration(src, "FERRY_LEASE_MARGIN", Duration::from_secs(30))?,
-            poll_interval: duration(src, "FERRY_POLL_INTERVAL", Duration::from_secs(1))?,
+            batch_size: number(src, &BATCH_SIZE)?,
+            concurrency: number(src, &CONCURRENCY)?,
+            lease_margin: duration(src, &LEASE_MARGIN)?,
+            poll_interval: duration(src, &POLL_INTERVAL)?,
             listen: boolean(src, "FERRY_LISTEN", true)?,
-            shutdown_grace: duration(src, "FERRY_SHUTDOWN_GRACE", Duration::from_secs(30))?,
+            shutdown_grace: duration(src, &SHUTDOWN_GRACE)?,
             ..RelayConfig::default()
         };
-        if relay.poll_interval.is_zero() {
-            return Err(bad("FERRY_POLL_INTERVAL", "must be more than 0"));
-        }
         let log_json = match src
             .get("FERRY_LOG_FORMAT")
             .map(|v| v.trim().to_ascii_lowercase())
@@ -281,30 +444,54 @@ impl Config {
                 ))
             }
         };
+        let (log_name, log_filter) = match (src.get("FERRY_LOG"), src.get("RUST_LOG")) {
+            (Some(f), _) => ("FERRY_LOG", f),
+            (None, Some(f)) => ("RUST_LOG", f),
+            (None, None) => ("FERRY_LOG", "info"),
+        };
+        crate::ops::logging::check_filter(log_filter).map_err(|e| {
+            bad(
+                log_name,
+                format!("'{log_filter}' is not a log filter like info,ferry=debug: {e}"),
+            )
+        })?;
+        let metrics_addr = off_or(src.get("FERRY_METRICS_ADDR"), "127.0.0.1:9464");
+        if let Some(addr) = metrics_addr {
+            check_listen_addr(addr).map_err(|problem| {
+                bad(
+                    "FERRY_METRICS_ADDR",
+                    format!(
+                        "'{addr}' is not allowed: {problem}; expected {}",
+                        allowed_text("FERRY_METRICS_ADDR")
+                    ),
+                )
+            })?;
+        }
         let prune_schedule = src
             .get("FERRY_PRUNE_SCHEDULE")
             .unwrap_or("0 17 3 * * *")
             .to_string();
-        prune_schedule.parse::<cron::Schedule>().map_err(|e| {
+        let schedule = prune_schedule.parse::<cron::Schedule>().map_err(|e| {
             bad(
                 "FERRY_PRUNE_SCHEDULE",
                 format!("'{prune_schedule}' is not a cron expression: {e}"),
             )
         })?;
+        if schedule.upcoming(chrono::Utc).next().is_none() {
+            return Err(bad(
+                "FERRY_PRUNE_SCHEDULE",
+                format!("'{prune_schedule}' never fires again (a year in the past?)"),
+            ));
+        }
         Ok(Config {
             store,
             workflows_dir: PathBuf::from(src.get("FERRY_WORKFLOWS").unwrap_or("./workflows")),
-            metrics_addr: off_or(src.get("FERRY_METRICS_ADDR"), "127.0.0.1:9464")
-                .map(str::to_string),
+            metrics_addr: metrics_addr.map(str::to_string),
             log_json,
-            log_filter: src
-                .get("FERRY_LOG")
-                .or_else(|| src.get("RUST_LOG"))
-                .unwrap_or("info")
-                .to_string(),
+            log_filter: log_filter.to_string(),
             log_dir: off_or(src.get("FERRY_LOG_DIR"), "logs").map(PathBuf::from),
             relay,
-            retention: duration(src, "FERRY_RETENTION", Duration::from_secs(21 * 24 * 3600))?,
+            retention: duration(src, &RETENTION)?,
             prune_schedule,
         })
     }
@@ -314,6 +501,23 @@ impl Config {
     pub fn env_lookup(src: &Sources) -> impl Fn(&str) -> Option<String> + '_ {
         move |name| src.get(name).map(str::to_string)
     }
+}
+
+/// The rule `Store::open` applies to a PostgreSQL schema name, checked up front.
+fn schema_name_ok(schema: &str) -> bool {
+    schema.len() <= 63
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !schema.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn allowed_text(name: &str) -> String {
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.allowed.to_string())
+        .unwrap_or_default()
 }
 
 fn strip_prefix(e: &StoreError) -> String {
@@ -366,6 +570,115 @@ mod tests {
         if let Err(e) = e {
             assert!(!e.to_string().contains("topsecret"));
         }
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> String {
+        Config::from_sources(&src(pairs)).unwrap_err().to_string()
+    }
+
+    /// Every bounded setting: its two bounds are accepted, one step outside each is refused
+    /// with the name, the value and the allowed range, and so are absurd values.
+    #[test]
+    fn numbers_and_durations_are_range_checked() {
+        type Get = fn(&Config) -> u128;
+        let cases: &[(&str, &str, &str, &str, &str, Get)] = &[
+            // (name, lowest, highest, below, above, read back)
+            ("FERRY_CONCURRENCY", "1", "10000", "0", "10001", |c| {
+                c.relay.concurrency as u128
+            }),
+            ("FERRY_BATCH_SIZE", "1", "10000", "0", "10001", |c| {
+                c.relay.batch_size as u128
+            }),
+            ("FERRY_DB_MAX_CONNECTIONS", "2", "1000", "1", "1001", |c| {
+                c.store.max_connections as u128
+            }),
+            ("FERRY_POLL_INTERVAL", "10ms", "1h", "9ms", "3601s", |c| {
+                c.relay.poll_interval.as_millis()
+            }),
+            ("FERRY_LEASE_MARGIN", "1s", "24h", "999ms", "86401s", |c| {
+                c.relay.lease_margin.as_millis()
+            }),
+            ("FERRY_SHUTDOWN_GRACE", "0s", "1h", "", "3601s", |c| {
+                c.relay.shutdown_grace.as_millis()
+            }),
+            ("FERRY_RETENTION", "1h", "3650d", "59m", "3651d", |c| {
+                c.retention.as_millis()
+            }),
+        ];
+        for &(name, lowest, highest, below, above, get) in cases {
+            let setting = SETTINGS.iter().find(|s| s.name == name).unwrap();
+            let range = setting.allowed.to_string();
+            assert_eq!(range, format!("{lowest}..={highest}"), "{name}");
+            let (lo, hi) = (
+                Config::from_sources(&src(&[(name, lowest)])).unwrap(),
+                Config::from_sources(&src(&[(name, highest)])).unwrap(),
+            );
+            assert!(get(&lo) < get(&hi), "{name}");
+            let mut refused = vec![
+                above,
+                "-1",
+                "2305843009213693952",
+                "99999999999999999999999",
+            ];
+            if !below.is_empty() {
+                refused.push(below);
+            }
+            if matches!(setting.allowed, Allowed::Duration { .. }) {
+                refused.extend(["18446744073709551615s", "600000000y"]);
+            }
+            for value in refused {
+                let e = error(&[(name, value)]);
+                assert!(e.starts_with(&format!("{name}: '{value}'")), "{e}");
+                assert!(e.ends_with(&range), "{name}={value}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_the_table_and_are_in_range() {
+        let c = Config::from_sources(&src(&[])).unwrap();
+        let r = RelayConfig::default();
+        assert_eq!(c.relay.concurrency, r.concurrency);
+        assert_eq!(c.relay.batch_size, r.batch_size);
+        assert_eq!(c.relay.poll_interval, r.poll_interval);
+        assert_eq!(c.relay.lease_margin, r.lease_margin);
+        assert_eq!(c.relay.shutdown_grace, r.shutdown_grace);
+        assert_eq!(c.store.max_connections, 8);
+        assert_eq!(c.retention, Duration::from_secs(21 * 24 * 3600));
+        for s in SETTINGS {
+            assert!(!s.what.is_empty() && !s.default.is_empty(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn other_settings_are_checked_up_front() {
+        for (k, v, needle) in [
+            ("FERRY_METRICS_ADDR", "127.0.0.1:99999", "0..=65535"),
+            ("FERRY_METRICS_ADDR", "127.0.0.1", "no port"),
+            ("FERRY_METRICS_ADDR", ":9464", "not a host"),
+            ("FERRY_METRICS_ADDR", "[::1:9464", "not a host"),
+            ("FERRY_SCHEMA", "Ferry-Prod", "a-z, 0-9 and _"),
+            ("FERRY_SCHEMA", "1st", "a-z, 0-9 and _"),
+            ("FERRY_LOG", "ferry=loud", "log filter"),
+            ("FERRY_PRUNE_SCHEDULE", "0 0 0 1 1 * 2001", "never fires"),
+        ] {
+            let e = error(&[(k, v)]);
+            assert!(e.starts_with(&format!("{k}: ")), "{e}");
+            assert!(e.contains(v) && e.contains(needle), "{e}");
+        }
+        let e = error(&[("RUST_LOG", "ferry=loud")]);
+        assert!(e.starts_with("RUST_LOG: "), "{e}");
+        for addr in [
+            "127.0.0.1:0",
+            "localhost:9464",
+            "[::1]:9464",
+            "0.0.0.0:65535",
+        ] {
+            let c = Config::from_sources(&src(&[("FERRY_METRICS_ADDR", addr)])).unwrap();
+            assert_eq!(c.metrics_addr.as_deref(), Some(addr));
+        }
+        let c = Config::from_sources(&src(&[("FERRY_SCHEMA", "ferry_t_01")])).unwrap();
+        assert_eq!(c.store.schema.as_deref(), Some("ferry_t_01"));
     }
 
     #[test]

@@ -18,9 +18,13 @@ use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use tracing::field::{Field, Visit};
 use tracing::Subscriber;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::layer::{Layered, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -156,6 +160,15 @@ pub fn subscriber(
 
 type BoxedLayer = Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync + 'static>;
 
+/// Whether `filter` is valid `EnvFilter` syntax; the reason when it is not. For configuration,
+/// so a bad filter is refused by name before anything starts.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    parse_filter(filter).map(drop).map_err(|e| match e {
+        OpsError::LogFilter { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
 fn parse_filter(filter: &str) -> Result<EnvFilter, OpsError> {
     // An empty filter would silently mean "errors only"; treat it as unset.
     let directives = if filter.trim().is_empty() {
@@ -163,10 +176,29 @@ fn parse_filter(filter: &str) -> Result<EnvFilter, OpsError> {
     } else {
         filter
     };
-    EnvFilter::try_new(directives).map_err(|e| OpsError::LogFilter {
+    EnvFilter::try_new(with_quiet_sqlx(directives)).map_err(|e| OpsError::LogFilter {
         filter: filter.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// sqlx logs the server's NOTICEs (`relation … already exists, skipping` on every start-up
+/// migration) at INFO and its own chatter below WARN: at Ferry's `info` they would drown the
+/// start-up lines. Unless the filter names `sqlx` itself or asks for `debug`/`trace` everywhere,
+/// `sqlx=warn` is added, so they show up only when debugging (`FERRY_LOG=debug` or
+/// `info,sqlx=info`). Slow statements and errors (WARN and above) are always logged.
+fn with_quiet_sqlx(directives: &str) -> String {
+    let parts: Vec<&str> = directives.split(',').map(str::trim).collect();
+    let names_sqlx = parts.iter().any(|d| d.starts_with("sqlx"));
+    let verbose_default = parts.iter().any(|d| {
+        let level = d.strip_prefix('=').unwrap_or(d);
+        level.eq_ignore_ascii_case("debug") || level.eq_ignore_ascii_case("trace")
+    });
+    if names_sqlx || verbose_default {
+        directives.to_owned()
+    } else {
+        format!("{directives},sqlx=warn")
+    }
 }
 
 fn open_file(dir: &Path, file_name: &str) -> Result<RollingFileAppender, OpsError> {
@@ -202,6 +234,7 @@ fn stderr_wants_colour() -> bool {
 fn fmt_layer(format: LogFormat, writer: NonBlocking, ansi: bool) -> BoxedLayer {
     match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
+            .fmt_fields(HumanFields)
             .with_ansi(ansi)
             .with_writer(writer)
             .boxed(),
@@ -212,7 +245,7 @@ fn fmt_layer(format: LogFormat, writer: NonBlocking, ansi: bool) -> BoxedLayer {
 fn file_layer(format: LogFormat, writer: NonBlocking) -> BoxedLayer {
     match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
-            .fmt_fields(PlainFields::default())
+            .fmt_fields(PlainFields)
             .with_ansi(false)
             .with_writer(writer)
             .boxed(),
@@ -230,29 +263,158 @@ fn json_layer(writer: NonBlocking) -> BoxedLayer {
         .boxed()
 }
 
-/// `DefaultFields` under a different type, for the human file layer.
+/// Human-format field formatter that escapes control characters.
+///
+/// A logged value can come from outside: a row's key or payload, a target's error body. Written
+/// raw, `"K\n2026-12-01T00:00:00Z INFO ferry: delivered fake"` makes a forged line in the log,
+/// and an ESC sequence can rewrite the operator's terminal. Every field value and the message
+/// go through [`Escaped`], so one event is always one line: `\n`, `\r`, `\t` become those two
+/// characters, other C0 controls, DEL and C1 controls become `\xNN` / `\u{NN}`, and U+2028,
+/// U+2029 (line and paragraph separators) and the bidirectional overrides become `\u{…}`.
+/// Everything else, Cyrillic and Vietnamese included, is written as is. Field names are static
+/// (they come from the code), so they are not escaped.
+///
+/// Otherwise this writes what `DefaultFields` writes: the message first as is, then
+/// `name=value` with string values quoted (`workflow="orders"`) and `%`-recorded values bare
+/// (`key=K-1`); names italic and `=` dimmed when the writer is coloured.
+///
+/// The JSON format needs none of this: serde_json escapes every control character below U+0020
+/// in strings, so a JSON event is one line too.
+#[derive(Debug, Default)]
+struct HumanFields;
+
+/// [`HumanFields`] under a different type, for the file layer.
 ///
 /// fmt layers cache a span's formatted fields in the span's extensions keyed
 /// by the field formatter *type*, and the first layer to see the span wins.
-/// If the file and a coloured stderr layer shared `DefaultFields`, span fields
+/// If the file and a coloured stderr layer shared one type, span fields
 /// formatted with ANSI styling for the terminal could end up in the file.
 /// A distinct type gives the file its own uncoloured copy.
 #[derive(Debug, Default)]
-struct PlainFields(tracing_subscriber::fmt::format::DefaultFields);
+struct PlainFields;
 
-impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for PlainFields {
-    fn format_fields<R: tracing_subscriber::field::RecordFields>(
-        &self,
-        writer: tracing_subscriber::fmt::format::Writer<'writer>,
-        fields: R,
-    ) -> fmt::Result {
-        self.0.format_fields(writer, fields)
+impl<'writer> FormatFields<'writer> for HumanFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        EscapingVisitor::format(writer, fields)
     }
+}
+
+impl<'writer> FormatFields<'writer> for PlainFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        EscapingVisitor::format(writer, fields)
+    }
+}
+
+struct EscapingVisitor<'a> {
+    writer: Writer<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl<'a> EscapingVisitor<'a> {
+    fn format<R: RecordFields>(writer: Writer<'a>, fields: R) -> fmt::Result {
+        let mut v = EscapingVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+
+    fn write(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        if self.result.is_err() {
+            return;
+        }
+        let name = field.name();
+        // `log` records bridged into tracing carry their metadata as `log.*` fields, which the
+        // event formatter has already shown.
+        if name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        let sep = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}")
+                .and_then(|()| fmt::Write::write_fmt(&mut Escaped(&mut self.writer), value))
+        } else if self.writer.has_ansi_escapes() {
+            write!(self.writer, "{sep}\x1b[3m{name}\x1b[0m\x1b[2m=\x1b[0m")
+                .and_then(|()| fmt::Write::write_fmt(&mut Escaped(&mut self.writer), value))
+        } else {
+            write!(self.writer, "{sep}{name}=")
+                .and_then(|()| fmt::Write::write_fmt(&mut Escaped(&mut self.writer), value))
+        };
+    }
+}
+
+impl Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, format_args!("{value}"));
+        } else {
+            self.write(field, format_args!("{value:?}"));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        // The error and its causes, as anyhow's `{:#}` shows them.
+        let mut text = value.to_string();
+        let mut next = value.source();
+        while let Some(cause) = next {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        self.write(field, format_args!("{text}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, format_args!("{value:?}"));
+    }
+}
+
+/// A `fmt::Write` that escapes what could break a log line or a terminal (see [`HumanFields`]).
+struct Escaped<'w, W: fmt::Write>(&'w mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut clean = 0;
+        for (i, c) in s.char_indices() {
+            if !needs_escape(c) {
+                continue;
+            }
+            self.0.write_str(&s[clean..i])?;
+            clean = i + c.len_utf8();
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c if (c as u32) < 0x80 => write!(self.0, "\\x{:02x}", c as u32)?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+        }
+        self.0.write_str(&s[clean..])
+    }
+}
+
+/// C0 controls, DEL, C1 controls, the line and paragraph separators, and the bidirectional
+/// embedding, override and isolate controls (they reorder what follows them on screen).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fmt::Write as _;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fresh directory under the system temp dir, removed on drop. Hand
@@ -408,6 +570,160 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         assert!(text.contains("outbox.id=42"), "{text:?}");
         assert!(!text.contains('\u{1b}'), "ANSI escape in file: {text:?}");
+    }
+
+    const FORGED: &str = "2026-12-01T00:00:00Z INFO ferry: delivered fake";
+
+    /// Logs hostile values every way the code records fields (`%`, `?`, a plain string, an
+    /// error, the message and a span field) and returns the file's text.
+    fn log_hostile(format: LogFormat, dir: &Path) -> String {
+        let key = format!("K\n{FORGED}");
+        let (subscriber, guard) = subscriber(&config(format, dir)).expect("subscriber");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("deliver", key = %key);
+            let _entered = span.enter();
+            let error = std::io::Error::other(format!("bad\r\n{FORGED}"));
+            tracing::info!(
+                key = %key,
+                debug = ?key,
+                plain = key.as_str(),
+                error = &error as &(dyn std::error::Error + 'static),
+                other = "tab\there esc\u{1b}[31m nel\u{85} ls\u{2028} ps\u{2029} rlo\u{202e} bell\u{7} del\u{7f} ok: Пароль mật-khẩu",
+                "delivered {key}"
+            );
+        });
+        drop(guard);
+        let path = std::fs::read_dir(dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn human_lines_cannot_be_forged_by_logged_values() {
+        let tmp = TempDir::new("forged");
+        let text = log_hostile(LogFormat::Human, &tmp.0);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "one event, one line: {text:?}");
+        let line = lines[0];
+        assert!(!line.starts_with(FORGED), "{text:?}");
+        let escaped = format!(r"K\n{FORGED}");
+        assert!(
+            line.contains(&format!("delivered {escaped}")),
+            "message: {line}"
+        );
+        assert!(line.contains(&format!("key={escaped}")), "%-field: {line}");
+        assert!(
+            line.contains(&format!("debug=\"{escaped}\"")),
+            "?-field: {line}"
+        );
+        assert!(
+            line.contains(&format!("plain=\"{escaped}\"")),
+            "str field: {line}"
+        );
+        assert!(
+            line.contains(&format!(r"error=bad\r\n{FORGED}")),
+            "error: {line}"
+        );
+        assert!(
+            line.contains(&format!("deliver{{key={escaped}}}")),
+            "span: {line}"
+        );
+        for needle in [
+            r"tab\there",
+            r"esc\u{1b}[31m",
+            r"nel\u{85}",
+            r"ls\u{2028}",
+            r"ps\u{2029}",
+            r"rlo\u{202e}",
+            r"bell\u{7}",
+            r"del\u{7f}",
+            "ok: Пароль mật-khẩu",
+        ] {
+            assert!(line.contains(needle), "missing {needle} in {line}");
+        }
+        assert!(
+            !line.contains(['\r', '\u{1b}', '\u{85}', '\u{2028}', '\u{2029}', '\u{202e}']),
+            "{line:?}"
+        );
+    }
+
+    #[test]
+    fn escaping_leaves_ordinary_text_alone_and_marks_controls() {
+        let escape = |s: &str| {
+            let mut out = String::new();
+            Escaped(&mut out).write_str(s).unwrap();
+            out
+        };
+        assert_eq!(
+            escape("Иван Иванов, mật-khẩu 42 \\n"),
+            "Иван Иванов, mật-khẩu 42 \\n"
+        );
+        assert_eq!(escape("a\nb\rc\td"), r"a\nb\rc\td");
+        assert_eq!(escape("\u{0}\u{1b}\u{7f}"), r"\x00\x1b\x7f");
+        assert_eq!(
+            escape("\u{9b}2J\u{2028}\u{2066}"),
+            r"\u{9b}2J\u{2028}\u{2066}"
+        );
+    }
+
+    #[test]
+    fn json_lines_cannot_be_forged_by_logged_values() {
+        let tmp = TempDir::new("forged-json");
+        let text = log_hostile(LogFormat::Json, &tmp.0);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "one event, one line: {text:?}");
+        assert!(!lines[0].contains(['\r', '\u{1b}', '\u{7}']), "{text:?}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON line");
+        let key = format!("K\n{FORGED}");
+        assert_eq!(v["key"], key.as_str());
+        assert_eq!(v["plain"], key.as_str());
+        assert_eq!(v["message"], format!("delivered {key}"));
+        assert_eq!(v["span"]["key"], key.as_str());
+    }
+
+    #[test]
+    fn sqlx_chatter_is_quiet_unless_asked_for() {
+        assert_eq!(with_quiet_sqlx("info"), "info,sqlx=warn");
+        assert_eq!(
+            with_quiet_sqlx("warn,ferry=debug"),
+            "warn,ferry=debug,sqlx=warn"
+        );
+        assert_eq!(with_quiet_sqlx("debug"), "debug");
+        assert_eq!(with_quiet_sqlx("ferry=info,TRACE"), "ferry=info,TRACE");
+        assert_eq!(with_quiet_sqlx("info,sqlx=info"), "info,sqlx=info");
+        assert!(check_filter("info,ferry::relay=debug").is_ok());
+        assert!(check_filter("ferry=loud").is_err());
+
+        // A NOTICE as sqlx logs it: hidden at info, shown at debug.
+        let notice = |filter: &str| {
+            let tmp = TempDir::new("notice");
+            let mut c = config(LogFormat::Human, &tmp.0);
+            c.filter = filter.to_owned();
+            let (subscriber, guard) = subscriber(&c).unwrap();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!(target: "sqlx::postgres::notice", message = "relation \"ferry_outbox\" already exists, skipping");
+                tracing::info!("ferry line");
+            });
+            drop(guard);
+            let path = std::fs::read_dir(&tmp.0)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
+            std::fs::read_to_string(path).unwrap()
+        };
+        let text = notice("info");
+        assert!(
+            text.contains("ferry line") && !text.contains("already exists"),
+            "{text}"
+        );
+        assert!(notice("debug").contains("already exists"));
+        assert!(notice("info,sqlx=info").contains("already exists"));
     }
 
     #[test]

@@ -403,6 +403,19 @@ fn base_url_scheme() {
         "target.base_url",
         "query",
     );
+    // What the HTTP client refuses at start-up is refused here, without echoing the value.
+    for (url, needle) in [
+        ("http://127.0.0.1:99999", "invalid port number"),
+        ("http://h:8x", "invalid port number"),
+        ("http://[::1", "invalid IPv6 address"),
+        ("http://999.1.1.1", "invalid IPv4 address"),
+        ("http://ex%ample.com", "invalid international domain name"),
+    ] {
+        let text = variant("${ONEC_BASE_URL}", url);
+        assert_error(&text, "target.base_url", needle);
+        let shown = WorkflowErrors(errors(&text)).to_string();
+        assert!(!shown.contains(url), "{shown}");
+    }
     let registry = load(&variant("${ONEC_BASE_URL}", "http://localhost:8080//")).unwrap();
     assert_eq!(
         registry.get("w").unwrap().target.base_url,
@@ -603,12 +616,22 @@ fn auth_kinds() {
     );
     let bearer = variant(
         "{ kind = \"basic\", username = \"${ONEC_USERNAME}\", password = \"${ONEC_PASSWORD}\" }",
-        "{ kind = \"bearer\", token = \"${ONEC_PASSWORD}\" }",
+        "{ kind = \"bearer\", token = \"eyJhbGciOi.J9-_~+/=\" }",
     );
     assert!(matches!(
         load(&bearer).unwrap().get("w").unwrap().target.auth,
         Auth::Bearer { .. }
     ));
+    // A header cannot carry it: the deliverer used to send such requests with no Authorization.
+    let cyrillic = variant(
+        "{ kind = \"basic\", username = \"${ONEC_USERNAME}\", password = \"${ONEC_PASSWORD}\" }",
+        "{ kind = \"bearer\", token = \"${ONEC_PASSWORD}\" }",
+    );
+    assert_error(&cyrillic, "target.auth.token", "printable ASCII");
+    let registry = load(&bearer).unwrap();
+    let deliverer = crate::delivery::HttpDeliverer::new(&registry).unwrap();
+    drop(deliverer);
+    assert!(crate::delivery::auth_header(&registry.get("w").unwrap().target.auth).is_some());
     assert_error(
         &variant("kind = \"basic\"", "kind = \"digest\""),
         "target.auth.kind",

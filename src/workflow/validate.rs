@@ -212,7 +212,7 @@ fn build(file: &Path, raw: RawWorkflow, problems: &mut Problems<'_>) -> Option<W
     // the result whenever any problem was recorded, so `None` sections that
     // are optional (like a broken reconcile) cannot leak out.
     let (method, path, timeout, headers) = request?;
-    Some(Workflow {
+    let workflow = Workflow {
         name: name?,
         description: raw.description,
         file: file.to_path_buf(),
@@ -227,7 +227,9 @@ fn build(file: &Path, raw: RawWorkflow, problems: &mut Problems<'_>) -> Option<W
         on_done_sql,
         source,
         reconcile,
-    })
+    };
+    check_request_url(&workflow, problems);
+    Some(workflow)
 }
 
 /// `[a-z0-9_]+`, short enough for metric labels and log fields.
@@ -402,7 +404,24 @@ fn base_url(text: &str, problems: &mut Problems<'_>) -> Option<String> {
         );
         return None;
     }
+    // The parser the HTTP client uses at start-up: a port over 65535, a malformed IP address or
+    // a character no host name may hold is refused here, by `ferry workflows check` too.
+    if let Err(e) = reqwest::Url::parse(trimmed) {
+        problems.at(field, format!("is not a usable URL: {e}"));
+        return None;
+    }
     Some(trimmed.to_owned())
+}
+
+/// The request URL exactly as the deliverer builds it ([`Workflow::url`], parsed by the HTTP
+/// client), so a file `ferry workflows check` accepts never fails at `ferry run`.
+fn check_request_url(workflow: &Workflow, problems: &mut Problems<'_>) {
+    if let Err(e) = reqwest::Url::parse(&workflow.url()) {
+        problems.at(
+            "request.path",
+            format!("with target.base_url, does not make a usable URL: {e}"),
+        );
+    }
 }
 
 /// Secret values are never put in messages.
@@ -455,10 +474,12 @@ fn auth(raw: RawAuth, problems: &mut Problems<'_>) -> Option<Auth> {
             unused(problems, "username", raw.username.is_some());
             unused(problems, "password", raw.password.is_some());
             let token = needed(problems, "token", raw.token)?;
-            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            // What an HTTP header value can carry: anything else made the header unbuildable,
+            // and requests went out with no Authorization at all.
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
                 problems.at(
                     "target.auth.token",
-                    "must not contain spaces or control characters",
+                    "must be printable ASCII without spaces or control characters",
                 );
                 return None;
             }

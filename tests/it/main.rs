@@ -6,4 +6,5 @@ mod faults;
 mod helpers;
 mod hostile;
 mod outbox_core;
+mod settings;
 mod shutdown;
