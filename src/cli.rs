@@ -17,7 +17,7 @@ use crate::export::{export_invoice, ExportReport};
 use crate::ops::{LogConfig, LogFormat, Metrics, MetricsObserver};
 use crate::outbox::{ListFilter, State, Store};
 use crate::relay::Relay;
-use crate::workflow::Registry;
+use crate::workflow::{Registry, Unconfigured, WorkflowErrors};
 
 fn settings_help() -> String {
     let mut s = String::from(
@@ -118,7 +118,16 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum WorkflowsCommand {
     /// Validate every workflow file; name the file, field and problem of each mistake.
-    Check,
+    ///
+    /// A valid file whose variables are unset (e.g. the partner API's, on a shop that only uses
+    /// 1C) is reported as not configured, apart from mistakes: `run` leaves its rows pending.
+    /// Exit 0 when no file has a mistake and at least one workflow is configured; 1 otherwise,
+    /// or with --strict when any workflow is not configured.
+    Check {
+        /// Also fail when a valid workflow is not configured.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -181,9 +190,33 @@ impl Ctx {
         Ok(store)
     }
 
+    /// The workflows `run` delivers: every configured, valid file. A valid file whose variables
+    /// are unset is set aside with a warning (its rows stay pending, unclaimed); a real mistake
+    /// in any file, or no configured workflow at all, is an error.
     fn registry(&self) -> Result<Registry> {
+        let registry = self.configured_registry()?;
+        if registry.is_empty() {
+            bail!(
+                "no workflow in {} is configured; set the variables of at least one (`ferry workflows check` lists them):\n{}",
+                self.config.workflows_dir.display(),
+                unconfigured_lines(registry.unconfigured())
+            );
+        }
+        for u in registry.unconfigured() {
+            tracing::warn!(
+                workflow = %u.name,
+                missing = %u.missing.join(", "),
+                file = %u.file.display(),
+                "workflow not configured (variables unset): its rows stay pending, neither claimed nor dead, until the variables are set and the relay restarts"
+            );
+        }
+        Ok(registry)
+    }
+
+    /// [`Registry::load_configured`] on the workflow directory, errors worded for the CLI.
+    fn configured_registry(&self) -> Result<Registry> {
         let env = Config::env_lookup(&self.sources);
-        Registry::load_dir(&self.config.workflows_dir, &env).map_err(|e| {
+        Registry::load_configured(&self.config.workflows_dir, &env).map_err(|e| {
             anyhow!(
                 "invalid workflow files in {} (run `ferry workflows check`):\n{e}",
                 self.config.workflows_dir.display()
@@ -305,10 +338,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                                 r.key.clone(),
                                 r.state.clone(),
                                 r.attempts.to_string(),
-                                r.due_at.clone(),
+                                due_or_lease(r),
                                 r.last_error
-                                    .clone()
-                                    .map(|e| crate::outbox::excerpt(&e, 80))
+                                    .as_deref()
+                                    .map(|e| middle_cut(e, 100))
                                     .unwrap_or_default(),
                             ]
                         })
@@ -320,37 +353,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let store = ctx.store().await?;
             let row = store.get(id).await.map_err(hint_migrate)?;
             let attempts = store.attempts(id).await?;
-            ctx.print(&serde_json::json!({"row": row, "attempts": attempts}), || {
-                let mut s = format!(
-                    "outbox row {}\n  workflow    {}\n  key         {}\n  state       {}\n  attempts    {}\n  due/lease   {}\n  created     {}\n  updated     {}\n  done        {}\n  last status {}\n  last error  {}\n  payload     {}\n",
-                    row.id, row.workflow, row.key, row.state, row.attempts, row.due_at, row.created_at, row.updated_at,
-                    row.done_at.clone().unwrap_or_default(),
-                    row.last_status.map(|s| s.to_string()).unwrap_or_default(),
-                    row.last_error.clone().unwrap_or_default(),
-                    crate::outbox::excerpt(&row.payload, 2000),
-                );
-                s.push_str(&format!("attempt history ({}):\n", attempts.len()));
-                s.push_str(&table(
-                    &["#", "STARTED", "MS", "OUTCOME", "STATUS", "ERROR / RESPONSE"],
-                    attempts
-                        .iter()
-                        .map(|a| {
-                            vec![
-                                a.attempt.to_string(),
-                                a.started_at.clone(),
-                                format!("{:.1}", a.duration_ms),
-                                a.outcome.clone(),
-                                a.http_status.map(|s| s.to_string()).unwrap_or_default(),
-                                crate::outbox::excerpt(
-                                    a.error.as_deref().or(a.response_excerpt.as_deref()).unwrap_or(""),
-                                    100,
-                                ),
-                            ]
-                        })
-                        .collect(),
-                ));
-                s
-            });
+            ctx.print(
+                &serde_json::json!({"row": row, "attempts": attempts}),
+                || render_show(&row, &attempts),
+            );
         }
         Command::Retry { id, dead, workflow } => {
             let store = ctx.store().await?;
@@ -364,7 +370,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 (None, true) => {
                     let n = store.reset_dead(workflow.as_deref()).await?;
                     ctx.print(&serde_json::json!({"reset": n}), || {
-                        format!("{n} dead rows reset to pending")
+                        format!("{} reset to pending", plural(n, "dead row", "dead rows"))
                     });
                 }
                 _ => bail!(
@@ -395,6 +401,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             ctx.summary(&workflow)?.document.validate(&payload)?;
             let store = ctx.migrated_store().await?;
             let e = store.enqueue(&workflow, &key, &payload).await?;
+            let dead_reason = if e.state == State::Dead {
+                store.get(e.id).await?.last_error
+            } else {
+                None
+            };
             ctx.print(
                 &serde_json::json!({"id": e.id, "created": e.created, "state": e.state.as_str()}),
                 || {
@@ -402,70 +413,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                         format!("enqueued as row {}", e.id)
                     } else {
                         format!(
-                            "already enqueued as row {} ({}); nothing added",
-                            e.id, e.state
+                            "already enqueued as row {} ({}); nothing added{}",
+                            e.id,
+                            e.state,
+                            dead_hint(e.id, e.state.as_str(), dead_reason.as_deref())
                         )
                     }
                 },
             );
         }
         Command::Workflows {
-            command: WorkflowsCommand::Check,
-        } => {
-            let env = Config::env_lookup(&ctx.sources);
-            match Registry::load_dir(&ctx.config.workflows_dir, &env) {
-                Ok(registry) => {
-                    let list: Vec<_> = registry
-                        .iter()
-                        .map(|w| {
-                            serde_json::json!({
-                                "name": w.name, "file": w.file.display().to_string(),
-                                "request": format!("{} {}", w.method, w.url()),
-                                "target": w.target.name, "timeout_s": w.timeout.as_secs_f64(),
-                                "max_attempts": w.retry.max_attempts, "document": w.document.name(),
-                            })
-                        })
-                        .collect();
-                    ctx.print(&list, || {
-                        let mut s = format!(
-                            "{} workflow files in {} are valid:\n",
-                            registry.len(),
-                            ctx.config.workflows_dir.display()
-                        );
-                        for w in registry.iter() {
-                            s.push_str(&format!(
-                                "  {:<20} {} {} (target {}, timeout {}, up to {} attempts, document {})\n",
-                                w.name,
-                                w.method,
-                                w.url(),
-                                w.target.name,
-                                humantime::format_duration(w.timeout),
-                                w.retry.max_attempts,
-                                w.document.name()
-                            ));
-                        }
-                        s
-                    });
-                }
-                Err(errors) => {
-                    if ctx.json {
-                        let list: Vec<_> = errors
-                            .0
-                            .iter()
-                            .map(|e| serde_json::json!({"file": e.file.display().to_string(), "field": e.field, "problem": e.problem}))
-                            .collect();
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&serde_json::json!({"errors": list}))?
-                        );
-                    } else {
-                        eprintln!("{errors}");
-                        eprintln!("ferry: {} problem(s) in workflow files", errors.0.len());
-                    }
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-        }
+            command: WorkflowsCommand::Check { strict },
+        } => return workflows_check(&ctx, strict),
         Command::ExportInvoice {
             order_id,
             wait,
@@ -501,12 +460,26 @@ async fn export_invoice_command(
     wait: bool,
     timeout: Duration,
 ) -> Result<ExitCode> {
-    // Waiting means delivering here, which needs the targets' variables; enqueueing does not.
-    let registry = if wait { Some(ctx.registry()?) } else { None };
+    // Waiting means delivering here, which needs this workflow's variables (not the other
+    // workflows'); enqueueing needs none.
+    let registry = if wait {
+        let registry = ctx.configured_registry()?;
+        if let Some(u) = registry.unconfigured().iter().find(|u| u.name == workflow) {
+            bail!(
+                "workflow {workflow} is not configured here: {} not set (read by {}); nothing was enqueued. \
+                 Set them to deliver with --wait, or leave out --wait to enqueue for a relay that has them",
+                u.missing.join(", "),
+                u.file.display()
+            );
+        }
+        Some(registry)
+    } else {
+        None
+    };
     let wf = ctx.summary(workflow)?;
     let store = ctx.migrated_store().await?;
     let report = export_invoice(&store, wf, order_id).await?;
-    let (outbox_id, created) = match &report {
+    let (outbox_id, created, state) = match &report {
         ExportReport::AlreadyExported {
             invoice_number,
             exported_at,
@@ -523,15 +496,42 @@ async fn export_invoice_command(
             return Ok(ExitCode::SUCCESS);
         }
         ExportReport::Enqueued {
-            outbox_id, created, ..
-        } => (*outbox_id, *created),
+            outbox_id,
+            created,
+            state,
+            ..
+        } => (*outbox_id, *created, state.clone()),
     };
+    if !created && state == "dead" {
+        // Nothing will deliver it: say so, why, and how to try again.
+        let row = store.get(outbox_id).await?;
+        ctx.print(
+            &serde_json::json!({"report": report, "row": row, "retry": retry_command(outbox_id)}),
+            || {
+                format!(
+                    "order {order_id}: its invoice is already in the outbox as row {outbox_id}, which is dead \
+                     after {}: {}\nNothing was added. Fix the cause, then retry it: {}",
+                    plural(row.attempts, "attempt", "attempts"),
+                    row.last_error.as_deref().unwrap_or("(no reason recorded)"),
+                    retry_command(outbox_id)
+                )
+            },
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     if !wait {
         ctx.print(&report, || {
             if created {
                 format!("order {order_id}: invoice enqueued as outbox row {outbox_id}; a running relay delivers it")
             } else {
-                format!("order {order_id}: already enqueued as outbox row {outbox_id}; nothing added")
+                format!(
+                    "order {order_id}: already enqueued as outbox row {outbox_id} ({state}); nothing added{}",
+                    if state == "done" {
+                        ""
+                    } else {
+                        "; a running relay delivers it"
+                    }
+                )
             }
         });
         return Ok(ExitCode::SUCCESS);
@@ -558,8 +558,9 @@ async fn export_invoice_command(
     let _ = handle.await;
     let Some(row) = row else {
         bail!(
-            "row {outbox_id} did not settle within {}; it stays queued (see `ferry show {outbox_id}`)",
-            humantime::format_duration(timeout)
+            "row {outbox_id} did not settle within {}; it stays queued (see `{} show {outbox_id}`)",
+            humantime::format_duration(timeout),
+            program()
         );
     };
     let attempts = store.attempts(outbox_id).await?;
@@ -568,9 +569,9 @@ async fn export_invoice_command(
         &serde_json::json!({"row": row, "attempts": attempts}),
         || {
             format!(
-                "order {order_id}: {} after {} attempt(s){}{}",
+                "order {order_id}: {} after {}{}{}",
                 row.state,
-                row.attempts,
+                plural(row.attempts, "attempt", "attempts"),
                 last.and_then(|a| a.http_status)
                     .map(|s| format!(", HTTP {s}"))
                     .unwrap_or_default(),
@@ -580,12 +581,132 @@ async fn export_invoice_command(
                         last.and_then(|a| a.response_excerpt.clone())
                             .unwrap_or_default()
                     ),
-                    _ => format!("; reason: {}", row.last_error.clone().unwrap_or_default()),
+                    _ => format!(
+                        "; reason: {}\nFix the cause, then retry it: {}",
+                        row.last_error.clone().unwrap_or_default(),
+                        retry_command(outbox_id)
+                    ),
                 }
             )
         },
     );
     Ok(if row.state == "done" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `ferry workflows check`: mistakes (exit 1), configured workflows, and valid ones whose
+/// variables are unset (warnings; exit 1 only with `--strict` or when none is configured).
+fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
+    let env = Config::env_lookup(&ctx.sources);
+    let dir = &ctx.config.workflows_dir;
+    let report = match Registry::inspect_dir(dir, &env) {
+        Ok(report) => report,
+        Err(errors) => crate::workflow::DirReport {
+            registry: Registry::default(),
+            errors: errors.0,
+        },
+    };
+    let registry = &report.registry;
+    let unconfigured = registry.unconfigured();
+    let files = registry.len() + unconfigured.len();
+    let broken = !report.errors.is_empty();
+    let none_configured = !broken && registry.is_empty();
+    let ok = !broken && !none_configured && (!strict || unconfigured.is_empty());
+    if ctx.json {
+        let valid: Vec<_> = registry
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "name": w.name, "file": w.file.display().to_string(),
+                    "request": format!("{} {}", w.method, w.url()),
+                    "target": w.target.name, "timeout_s": w.timeout.as_secs_f64(),
+                    "max_attempts": w.retry.max_attempts, "document": w.document.name(),
+                })
+            })
+            .collect();
+        let errors: Vec<_> = report
+            .errors
+            .iter()
+            .map(|e| serde_json::json!({"file": e.file.display().to_string(), "field": e.field, "problem": e.problem}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "ok": ok,
+                "configured": valid,
+                "unconfigured": unconfigured,
+                "errors": errors,
+            }))?
+        );
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    if !registry.is_empty() {
+        let mut s = if unconfigured.is_empty() && !broken {
+            format!(
+                "{} in {} {} valid:\n",
+                plural(registry.len(), "workflow file", "workflow files"),
+                dir.display(),
+                if registry.len() == 1 { "is" } else { "are" }
+            )
+        } else {
+            format!(
+                "{} of {} workflow files in {} {} valid and configured:\n",
+                registry.len(),
+                files,
+                dir.display(),
+                if registry.len() == 1 { "is" } else { "are" }
+            )
+        };
+        for w in registry.iter() {
+            s.push_str(&format!(
+                "  {:<20} {} {} (target {}, timeout {}, up to {}, document {})\n",
+                w.name,
+                w.method,
+                w.url(),
+                w.target.name,
+                humantime::format_duration(w.timeout),
+                plural(w.retry.max_attempts, "attempt", "attempts"),
+                w.document.name()
+            ));
+        }
+        print!("{s}");
+    }
+    if none_configured {
+        eprintln!(
+            "ferry: no workflow in {} is configured; set the variables of at least one (`ferry run` refuses to start until then):\n{}",
+            dir.display(),
+            unconfigured_lines(unconfigured)
+        );
+    } else if !unconfigured.is_empty() {
+        eprintln!(
+            "{}: {} valid but not configured on this host; `ferry run` delivers the others and leaves {} rows pending (not claimed, not dead) until the variables are set and the relay restarts:\n{}",
+            if ok { "warning" } else { "ferry" },
+            if unconfigured.len() == 1 {
+                "1 workflow is".to_string()
+            } else {
+                format!("{} workflows are", unconfigured.len())
+            },
+            if unconfigured.len() == 1 { "its" } else { "their" },
+            unconfigured_lines(unconfigured)
+        );
+    }
+    if broken {
+        eprintln!("{}", WorkflowErrors(report.errors.clone()));
+        eprintln!(
+            "ferry: {} in workflow files",
+            plural(report.errors.len(), "problem", "problems")
+        );
+    } else if !ok && !none_configured {
+        eprintln!("ferry: --strict: every workflow must be configured");
+    }
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -826,4 +947,421 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
         out.push_str(&line(r));
     }
     out
+}
+
+/// `n` and the noun in the right number: `1 dead row`, `2 dead rows`.
+pub fn plural<N>(n: N, one: &str, many: &str) -> String
+where
+    N: std::fmt::Display + PartialEq + From<u8>,
+{
+    format!("{n} {}", if n == N::from(1) { one } else { many })
+}
+
+/// `text` as one shell word: unchanged when it holds only characters no shell treats specially,
+/// otherwise in single quotes (a `'` inside becomes `'\''`).
+pub fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// A SQL statement as one shell word that reads well: in single quotes when it has none, in
+/// double quotes when it has single quotes but nothing a shell expands inside double quotes
+/// (`$`, `` ` ``, `\`, `"`, and `!` for interactive history), otherwise [`shell_quote`].
+pub fn shell_quote_sql(sql: &str) -> String {
+    if !sql.contains('\'') {
+        format!("'{sql}'")
+    } else if !sql.chars().any(|c| "$`\\\"!".contains(c)) {
+        format!("\"{sql}\"")
+    } else {
+        shell_quote(sql)
+    }
+}
+
+/// How to type this program in a shell, from the current directory: `ferry` when that is what
+/// `PATH` finds, otherwise the path of the running executable (relative when it is under the
+/// current directory, e.g. `target/release/ferry` after `cargo run --release`), shell-quoted.
+pub fn program() -> String {
+    let Some(exe) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+    else {
+        return "ferry".into();
+    };
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("ferry"))
+            .find(|candidate| candidate.is_file())
+    });
+    if on_path.and_then(|p| p.canonicalize().ok()).as_ref() == Some(&exe) {
+        return "ferry".into();
+    }
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|p| p.to_path_buf()));
+    let shown = match relative {
+        // A bare name would be looked up in PATH, not here.
+        Some(rel) if rel.components().count() == 1 => format!("./{}", rel.display()),
+        Some(rel) => rel.display().to_string(),
+        None => exe.display().to_string(),
+    };
+    shell_quote(&shown)
+}
+
+/// The command that resets row `id` to pending.
+fn retry_command(id: i64) -> String {
+    format!("{} retry {id}", program())
+}
+
+/// For a row found already enqueued: if it is dead, its reason and how to retry it.
+fn dead_hint(id: i64, state: &str, reason: Option<&str>) -> String {
+    if state != "dead" {
+        return String::new();
+    }
+    format!(
+        "\nreason: {}\nFix the cause, then retry it: {}",
+        reason.unwrap_or("(no reason recorded)"),
+        retry_command(id)
+    )
+}
+
+/// Unconfigured workflows, one line each: name, file, the unset variables.
+fn unconfigured_lines(list: &[Unconfigured]) -> String {
+    list.iter()
+        .map(|u| {
+            format!(
+                "  {:<20} {} not set (read by {})",
+                u.name,
+                u.missing.join(", "),
+                u.file.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The due time of a waiting row, the lease expiry of a `sending` one, `-` for finished rows
+/// (their `due_at` means nothing any more).
+fn due_or_lease(row: &crate::outbox::OutboxRow) -> String {
+    match row.state.as_str() {
+        "done" | "dead" => "-".into(),
+        _ => row.due_at.clone(),
+    }
+}
+
+/// At most `max` characters of `text` on one line: whole when short, otherwise its start and
+/// its end around `…` (the end of an error often names what failed: `no such table: orders`).
+pub fn middle_cut(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let count = flat.chars().count();
+    if count <= max {
+        return flat;
+    }
+    let keep = max.saturating_sub(1);
+    let head = keep / 2;
+    let tail = keep - head;
+    let start: String = flat.chars().take(head).collect();
+    let end: String = flat.chars().skip(count - tail).collect();
+    format!("{start}…{end}")
+}
+
+/// Which attempt budget each attempt (in the order given) belongs to, from 1: an operator reset
+/// gives a row a fresh budget whose attempts are numbered from 1 again. Attempts recorded stale
+/// (their relay had lost the row) never start a budget.
+fn budgets(attempts: &[&crate::outbox::AttemptLine]) -> Vec<u32> {
+    let mut budget = 1;
+    let mut last: Option<i32> = None;
+    attempts
+        .iter()
+        .map(|a| {
+            let stale = a.error.as_deref().is_some_and(|e| e.contains("(stale:"));
+            if !stale {
+                if last.is_some_and(|prev| a.attempt <= prev) {
+                    budget += 1;
+                }
+                last = Some(a.attempt);
+            }
+            budget
+        })
+        .collect()
+}
+
+/// `ferry show`: the row, then every request ever made for it. Errors are shown whole.
+pub fn render_show(
+    row: &crate::outbox::OutboxRow,
+    attempts: &[crate::outbox::AttemptLine],
+) -> String {
+    // Oldest first by start time: a stale attempt is recorded late but started early.
+    let mut history: Vec<&crate::outbox::AttemptLine> = attempts.iter().collect();
+    history.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    let budget_of = budgets(&history);
+    let last_budget = budget_of.last().copied().unwrap_or(0);
+    // Requests of the current budget: the last budget in the history, unless the row was reset
+    // after it (then its attempt count is below that budget's numbers, or zero).
+    let last_numbers: Vec<i32> = history
+        .iter()
+        .zip(&budget_of)
+        .filter(|(_, b)| **b == last_budget)
+        .map(|(a, _)| a.attempt)
+        .collect();
+    let current_is_last = row.attempts > 0
+        && last_numbers
+            .iter()
+            .max()
+            .is_some_and(|max| *max <= row.attempts);
+    let sent_now = if current_is_last {
+        last_numbers.len() as i32
+    } else {
+        0
+    };
+    let in_flight = i32::from(row.state == "sending");
+    let unsent = (row.attempts - sent_now - in_flight).max(0);
+    let last_is_fatal_request =
+        current_is_last && history.last().is_some_and(|a| a.outcome == "dead");
+    let dead_without_request = row.state == "dead" && !last_is_fatal_request;
+
+    let state = if dead_without_request {
+        "dead (no request was sent for this outcome: see the last error)".to_string()
+    } else {
+        row.state.clone()
+    };
+    let mut notes = Vec::new();
+    if row.attempts > 0 && sent_now == 0 && in_flight == 0 {
+        notes.push("no request was sent".to_string());
+    } else {
+        if unsent > 0 {
+            notes.push(format!(
+                "{} sent, {unsent} without a request (refused before sending, or its relay stopped)",
+                plural(sent_now, "request", "requests")
+            ));
+        }
+        if in_flight > 0 {
+            notes.push("one in flight now".into());
+        }
+    }
+    let budgets_in_all = last_budget + u32::from(!current_is_last && !history.is_empty());
+    if history.len() > sent_now as usize {
+        notes.push(format!(
+            "{} in all, over {}",
+            plural(history.len(), "request", "requests"),
+            plural(budgets_in_all, "budget", "budgets")
+        ));
+    }
+    let mut attempts_line = format!("{} in the current budget", row.attempts);
+    if !notes.is_empty() {
+        attempts_line.push_str(&format!(" ({})", notes.join("; ")));
+    }
+    let mut s = format!(
+        "outbox row {}\n  workflow    {}\n  key         {}\n  state       {}\n  attempts    {}\n  due/lease   {}\n  created     {}\n  updated     {}\n  done        {}\n  last status {}\n  last error  {}\n  payload     {}\n",
+        row.id,
+        row.workflow,
+        row.key,
+        state,
+        attempts_line,
+        due_or_lease(row),
+        row.created_at,
+        row.updated_at,
+        row.done_at.clone().unwrap_or_else(|| "-".into()),
+        row.last_status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into()),
+        row.last_error.clone().unwrap_or_else(|| "-".into()),
+        crate::outbox::excerpt(&row.payload, 2000),
+    );
+    if history.is_empty() {
+        s.push_str("attempt history (0): no request has been sent for this row\n");
+        return s;
+    }
+    s.push_str(&format!("attempt history ({}):", history.len()));
+    if last_budget > 1 {
+        s.push_str(&format!(
+            " {} budgets (an operator reset gives a fresh budget, numbered from 1 again); # counts every request",
+            last_budget
+        ));
+    }
+    s.push('\n');
+    s.push_str(&table(
+        &[
+            "#",
+            "BUDGET",
+            "TRY",
+            "STARTED",
+            "MS",
+            "OUTCOME",
+            "STATUS",
+            "ERROR / RESPONSE",
+        ],
+        history
+            .iter()
+            .zip(&budget_of)
+            .enumerate()
+            .map(|(i, (a, budget))| {
+                let detail = match (&a.error, &a.response_excerpt) {
+                    (Some(e), _) => e.replace(['\n', '\r'], " "),
+                    (None, Some(r)) => middle_cut(r, 300),
+                    (None, None) => String::new(),
+                };
+                vec![
+                    (i + 1).to_string(),
+                    budget.to_string(),
+                    a.attempt.to_string(),
+                    a.started_at.clone(),
+                    format!("{:.1}", a.duration_ms),
+                    a.outcome.clone(),
+                    a.http_status.map(|s| s.to_string()).unwrap_or_default(),
+                    detail,
+                ]
+            })
+            .collect(),
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{AttemptLine, OutboxRow};
+
+    fn row(state: &str, attempts: i32, last_error: Option<&str>) -> OutboxRow {
+        OutboxRow {
+            id: 7,
+            workflow: "partner_phieu_nhap".into(),
+            key: "PN-BROKEN".into(),
+            state: state.into(),
+            attempts,
+            due_at: "2026-12-01T10:00:00.000Z".into(),
+            last_error: last_error.map(str::to_string),
+            last_status: None,
+            created_at: "2026-12-01T09:59:59.000Z".into(),
+            updated_at: "2026-12-01T10:00:00.000Z".into(),
+            done_at: None,
+            payload: "{}".into(),
+        }
+    }
+
+    fn attempt(n: i32, at: &str, outcome: &str, error: Option<&str>) -> AttemptLine {
+        AttemptLine {
+            attempt: n,
+            started_at: format!("2026-12-01T10:00:{at}.000Z"),
+            duration_ms: 1.0,
+            outcome: outcome.into(),
+            http_status: Some(503),
+            error: error.map(str::to_string),
+            response_excerpt: None,
+        }
+    }
+
+    #[test]
+    fn plural_and_quoting() {
+        assert_eq!(plural(1, "dead row", "dead rows"), "1 dead row");
+        assert_eq!(plural(0, "dead row", "dead rows"), "0 dead rows");
+        assert_eq!(shell_quote("ferry-demo.db"), "ferry-demo.db");
+        assert_eq!(shell_quote("my demo.db"), "'my demo.db'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote_sql("SELECT 1"), "'SELECT 1'");
+        assert_eq!(
+            shell_quote_sql("SELECT 1 WHERE x <> 'done'"),
+            "\"SELECT 1 WHERE x <> 'done'\""
+        );
+        assert_eq!(shell_quote_sql("SELECT '$x'"), r"'SELECT '\''$x'\'''");
+    }
+
+    #[test]
+    fn middle_cut_keeps_the_end() {
+        let e = format!("{} no such table: orders", "x".repeat(200));
+        let cut = middle_cut(&e, 60);
+        assert_eq!(cut.chars().count(), 60);
+        assert!(cut.ends_with("no such table: orders"), "{cut}");
+        assert_eq!(middle_cut("short\nline", 60), "short line");
+    }
+
+    #[test]
+    fn refused_document_says_no_request_was_sent() {
+        let r = row(
+            "dead",
+            1,
+            Some("invalid partner_phieu_nhap document: invoiceCode: missing required field"),
+        );
+        let text = render_show(&r, &[]);
+        assert!(text.contains("no request was sent"), "{text}");
+        assert!(
+            text.contains("attempt history (0): no request has been sent"),
+            "{text}"
+        );
+        assert!(text.contains("due/lease   -"), "{text}");
+        assert!(
+            text.contains("invoiceCode: missing required field"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn budgets_are_told_apart_after_a_reset() {
+        let history = [
+            attempt(1, "01", "retry", None),
+            attempt(2, "02", "dead", Some("HTTP 503")),
+            attempt(1, "03", "retry", None),
+            attempt(2, "04", "retry", None),
+        ];
+        let r = row("retry_wait", 2, Some("HTTP 503"));
+        let text = render_show(&r, &history);
+        assert!(text.contains("attempt history (4): 2 budgets"), "{text}");
+        let lines: Vec<&str> = text.lines().skip_while(|l| !l.starts_with('#')).collect();
+        let firsts: Vec<Vec<&str>> = lines[1..]
+            .iter()
+            .map(|l| l.split_whitespace().take(3).collect())
+            .collect();
+        assert_eq!(
+            firsts,
+            [
+                ["1", "1", "1"],
+                ["2", "1", "2"],
+                ["3", "2", "1"],
+                ["4", "2", "2"]
+            ]
+        );
+        assert!(
+            text.contains("2 in the current budget (4 requests in all, over 2 budgets)"),
+            "{text}"
+        );
+        // A stale attempt recorded late does not open a budget.
+        let stale = [
+            attempt(
+                1,
+                "01",
+                "retry",
+                Some("HTTP 503 (stale: the lease was lost)"),
+            ),
+            attempt(2, "02", "done", None),
+        ];
+        let ordered: Vec<&AttemptLine> = stale.iter().rev().collect();
+        assert_eq!(budgets(&ordered), [1, 1]);
+    }
+
+    #[test]
+    fn long_errors_are_shown_whole() {
+        let reason = format!(
+            "delivered (HTTP 201), but the workflow's on_done SQL failed: {} relation \"orders\" does not exist",
+            "context ".repeat(30)
+        );
+        let history = [attempt(1, "01", "dead", Some(&reason))];
+        let text = render_show(&row("dead", 1, Some(&reason)), &history);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("1 ") && l.ends_with("relation \"orders\" does not exist")),
+            "{text}"
+        );
+        assert!(!text.contains("bytes cut"), "{text}");
+        assert!(text.contains("state       dead\n"), "{text}");
+    }
 }

@@ -90,6 +90,8 @@ pub struct HttpDeliverer {
     workflows: HashMap<String, WorkflowRuntime>,
     targets: Vec<Arc<TargetRuntime>>,
     known: String,
+    /// Valid workflows whose variables are unset here: never claimed, so their rows wait.
+    unconfigured: Vec<String>,
     max_timeout: Duration,
     observer: Option<Arc<dyn DeliveryObserver>>,
 }
@@ -179,6 +181,11 @@ impl HttpDeliverer {
             workflows,
             targets: targets.into_values().collect(),
             known,
+            unconfigured: registry
+                .unconfigured()
+                .iter()
+                .map(|u| u.name.clone())
+                .collect(),
             max_timeout: registry.max_timeout(),
             observer: None,
         })
@@ -217,6 +224,13 @@ impl HttpDeliverer {
 
     async fn deliver_row(&self, row: &Claimed) -> Delivery {
         let Some(rt) = self.workflows.get(&row.workflow) else {
+            if self.unconfigured.contains(&row.workflow) {
+                // Not claimed on purpose (see `paused`); should one slip through, hand it back
+                // without spending an attempt rather than kill a row that only waits for set-up.
+                return Delivery::without_attempt(Outcome::Release {
+                    after: Duration::from_secs(60),
+                });
+            }
             return Delivery::without_attempt(Outcome::Dead {
                 reason: format!(
                     "unknown workflow '{}': no file workflows/{}.toml is loaded (known: {})",
@@ -373,6 +387,7 @@ impl Deliver for HttpDeliverer {
             .iter()
             .filter(|(_, w)| w.target.circuit.paused())
             .map(|(name, _)| name.clone())
+            .chain(self.unconfigured.iter().cloned())
             .collect()
     }
 

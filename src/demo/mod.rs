@@ -68,6 +68,68 @@ const WORKFLOWS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Where the demo logs: `logs/ferry-demo.log.YYYY-MM-DD` (a file per UTC day).
+const LOG_DIR: &str = "logs";
+const LOG_FILE: &str = "ferry-demo.log";
+
+/// The demo's current log file as a path from the working directory: the newest
+/// `logs/ferry-demo.log.<date>` (daily rotation adds the date to the name).
+fn demo_log_file() -> Option<String> {
+    let prefix = format!("{LOG_FILE}.");
+    std::fs::read_dir(LOG_DIR)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.starts_with(&prefix))
+        .max()
+        .map(|name| format!("{LOG_DIR}/{name}"))
+}
+
+/// The closing hints: commands that work when pasted into a shell in the working directory.
+/// `dead_id` is a real dead row to show (the demo always leaves two).
+pub fn hints(db: &std::path::Path, dead_id: Option<i64>, ferry: &str) -> Vec<String> {
+    use crate::cli::{shell_quote, shell_quote_sql};
+    let file = shell_quote(&db.display().to_string());
+    let url = format!(
+        "DATABASE_URL={}",
+        shell_quote(&format!("sqlite:{}", db.display()))
+    );
+    let mut lines = Vec::new();
+    let mut hint = |what: &str, command: String| {
+        lines.push(format!("  {what}:"));
+        lines.push(format!("    {command}"));
+    };
+    for (what, sql) in [
+        ("rows per workflow and live state", "SELECT * FROM ferry_status"),
+        (
+            "dead rows and their reasons",
+            "SELECT id, workflow, key, attempts, last_error FROM ferry_dead",
+        ),
+        (
+            "every attempt that did not succeed",
+            "SELECT outbox_id, attempt, outcome, http_status, error FROM ferry_attempts WHERE outcome <> 'done'",
+        ),
+    ] {
+        hint(what, format!("sqlite3 {file} {}", shell_quote_sql(sql)));
+    }
+    let id = dead_id.map_or_else(|| "1".to_string(), |id| id.to_string());
+    hint(
+        "one row and its attempt history",
+        format!("{url} {ferry} show {id}"),
+    );
+    hint(
+        "reset a dead row to pending (a running relay then delivers it)",
+        format!("{url} {ferry} retry {id}"),
+    );
+    if let Some(log) = demo_log_file() {
+        hint(
+            "every attempt, structured (one log file per UTC day)",
+            format!("less {}", shell_quote(&log)),
+        );
+    }
+    lines
+}
+
 /// Invoice numbers and codes the simulated servers treat specially.
 const REJECTED_INVOICE: &str = "INV-2026-013";
 const BAD_DOCUMENT_KEY: &str = "PN-BROKEN";
@@ -217,8 +279,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let _log = crate::ops::logging::init(&LogConfig {
         format: LogFormat::Human,
         filter: "info".into(),
-        dir: Some(PathBuf::from("logs")),
-        file_name: "ferry-demo.log".into(),
+        dir: Some(PathBuf::from(LOG_DIR)),
+        file_name: LOG_FILE.into(),
         stderr: false,
     })
     .ok();
@@ -315,7 +377,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     stop.cancel();
     let _ = relay_task.await;
     if !settled {
-        bail!("the demo did not settle within 120 s; see logs/ferry-demo.log");
+        bail!(
+            "the demo did not settle within 120 s; see {}",
+            demo_log_file().unwrap_or_else(|| format!("{LOG_DIR}/{LOG_FILE}.<date>"))
+        );
     }
     let ok = summary(&store, &metrics, &args, started.elapsed()).await?;
     onec.shutdown().await;
@@ -402,7 +467,8 @@ async fn summary(
             limit: 100,
         })
         .await?;
-    println!("\nDead rows (kept with their reason; retry with `ferry retry <id>` once fixed):");
+    let ferry = crate::cli::program();
+    println!("\nDead rows (kept with their reason; once the cause is fixed, `{ferry} retry <id>` resets one):");
     for d in &dead {
         println!(
             "  #{:<4} {:<20} key {:<10} {}",
@@ -412,14 +478,10 @@ async fn summary(
             d.last_error.as_deref().unwrap_or("")
         );
     }
-    let db = args.db.display();
-    println!("\nLook deeper (SQL views and the CLI work on the same file):");
-    println!("  sqlite3 {db} 'SELECT * FROM ferry_status'");
-    println!("  sqlite3 {db} 'SELECT id, workflow, key, attempts, last_error FROM ferry_dead'");
-    println!("  sqlite3 {db} 'SELECT outbox_id, attempt, outcome, http_status, error FROM ferry_attempts WHERE outcome <> ''done'''");
-    println!("  DATABASE_URL=sqlite:{db} ferry show <id>      # one row and its attempts");
-    println!("  DATABASE_URL=sqlite:{db} ferry retry <id>     # reset a dead row");
-    println!("  logs/ferry-demo.log                           # every attempt, structured");
+    println!("\nLook deeper (the SQL views and the CLI work on the same file; each command runs as printed):");
+    for line in hints(&args.db, dead.first().map(|d| d.id), &ferry) {
+        println!("{line}");
+    }
 
     // Did every row settle as designed? Dead: exactly the rejected invoice and the broken document.
     let mut dead_keys: Vec<(String, String)> = dead

@@ -63,6 +63,71 @@ pub(crate) fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<String, Stri
     Ok(out)
 }
 
+/// Variables written as `${NAME}` (no default) in `text` that `env` does not set, in order of
+/// appearance. Parsed as [`interpolate`] parses (`$${` is a literal); malformed expressions are
+/// left to [`interpolate`] to report.
+pub(crate) fn unset_without_default(text: &str, env: EnvLookup<'_>) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        let after = &rest[dollar..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let Some(close) = tail.find('}') else {
+                break;
+            };
+            let inner = &tail[..close];
+            if !inner.contains(":-") && valid_name(inner) && env(inner).is_none() {
+                names.push(inner.to_string());
+            }
+            rest = &tail[close + 1..];
+        } else {
+            rest = &after[1..];
+        }
+    }
+    names
+}
+
+/// Every `(field path, variable)` of [`unset_without_default`] over the string values of
+/// `table`, with field paths written as [`interpolate_table`] writes them.
+pub(crate) fn unset_in_table(table: &Table, env: EnvLookup<'_>) -> Vec<(String, String)> {
+    fn visit(
+        value: &Value,
+        path: String,
+        env: EnvLookup<'_>,
+        depth: usize,
+        out: &mut Vec<(String, String)>,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match value {
+            Value::String(text) => {
+                for name in unset_without_default(text, env) {
+                    out.push((path.clone(), name));
+                }
+            }
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    visit(item, format!("{path}[{index}]"), env, depth + 1, out);
+                }
+            }
+            Value::Table(table) => {
+                for (key, item) in table {
+                    visit(item, format!("{path}.{key}"), env, depth + 1, out);
+                }
+            }
+            Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Datetime(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (key, value) in table {
+        visit(value, key.clone(), env, 0, &mut out);
+    }
+    out
+}
+
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -172,6 +237,34 @@ mod tests {
         );
         assert!(interpolate("${}", &env).is_err());
         assert!(interpolate("${A-B}", &env).is_err());
+    }
+
+    #[test]
+    fn finds_unset_variables_without_default() {
+        assert_eq!(
+            unset_without_default(
+                "${HOST}/${NOPE}/${MISSING:-x}/$${ESCAPED}/${EMPTY}/${NOPE2}",
+                &env
+            ),
+            ["NOPE", "NOPE2"]
+        );
+        assert!(unset_without_default("${1BAD} ${unterminated", &env).is_empty());
+        let table: Table = toml::from_str(
+            r#"
+            a = "${HOST}"
+            list = ["x", "${NOPE1}"]
+            [t]
+            b = "${NOPE2:-d} ${NOPE3}"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            unset_in_table(&table, &env),
+            [
+                ("list[1]".to_string(), "NOPE1".to_string()),
+                ("t.b".to_string(), "NOPE3".to_string())
+            ]
+        );
     }
 
     #[test]

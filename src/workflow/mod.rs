@@ -30,6 +30,8 @@ mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unconfigured_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -308,61 +310,103 @@ fn lines(errors: &[WorkflowError]) -> String {
         .join("\n")
 }
 
-/// All loaded workflows, by name.
+/// A workflow file that is valid but cannot run on this host: variables it reads with no default
+/// (`${ONEC_BASE_URL}`) are not set. Its rows are not claimed (they stay `pending`) until the
+/// variables are set and the relay is restarted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unconfigured {
+    pub name: String,
+    pub file: PathBuf,
+    /// The unset variables, in the order the file uses them, each once.
+    pub missing: Vec<String>,
+}
+
+/// What [`Registry::inspect_dir`] found in a directory.
+#[derive(Debug, Clone, Default)]
+pub struct DirReport {
+    /// The configured, valid workflows; [`Registry::unconfigured`] lists the others.
+    pub registry: Registry,
+    /// Real mistakes (syntax, fields, values, files that contradict each other). A file with a
+    /// mistake is reported here, with its unset variables too, never as merely unconfigured.
+    pub errors: Vec<WorkflowError>,
+}
+
+/// All loaded workflows, by name, and the valid ones that lack their variables.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     workflows: BTreeMap<String, Workflow>,
+    unconfigured: Vec<Unconfigured>,
 }
 
-impl Registry {
-    /// Load every `*.toml` file in `dir` (other files are ignored).
-    pub fn load_dir(dir: &Path, env: EnvLookup<'_>) -> Result<Registry, WorkflowErrors> {
-        let failure = |problem: String| {
-            WorkflowErrors(vec![WorkflowError {
-                file: dir.to_path_buf(),
-                field: None,
-                problem,
-            }])
-        };
-        let entries = std::fs::read_dir(dir).map_err(|e| {
+/// Stands in for an unset variable while a file is checked for real mistakes; problems in the
+/// fields that use it are not reported (they would be about the stand-in).
+fn stand_in(name: &str) -> String {
+    if name.to_ascii_uppercase().contains("URL") {
+        "http://unset.invalid".into()
+    } else {
+        "unset".into()
+    }
+}
+
+/// `(path, text)` of each readable workflow file, and a problem per unreadable one.
+type ReadFiles = (Vec<(PathBuf, String)>, Vec<WorkflowError>);
+
+/// The `*.toml` files of `dir`, sorted, with their text; unreadable files become errors.
+fn read_workflow_files(dir: &Path) -> Result<ReadFiles, WorkflowErrors> {
+    let failure = |problem: String| {
+        WorkflowErrors(vec![WorkflowError {
+            file: dir.to_path_buf(),
+            field: None,
+            problem,
+        }])
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        failure(format!(
+            "cannot read workflow directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| {
             failure(format!(
                 "cannot read workflow directory {}: {e}",
                 dir.display()
             ))
         })?;
-        let mut paths = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| {
-                failure(format!(
-                    "cannot read workflow directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-            let path = entry.path();
-            if path.extension().is_some_and(|ext| ext == "toml") && path.is_file() {
-                paths.push(path);
-            }
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "toml") && path.is_file() {
+            paths.push(path);
         }
-        if paths.is_empty() {
-            return Err(failure(format!(
-                "no workflow files (*.toml) in {}",
-                dir.display()
-            )));
+    }
+    if paths.is_empty() {
+        return Err(failure(format!(
+            "no workflow files (*.toml) in {}",
+            dir.display()
+        )));
+    }
+    // Sorted so errors and registry order do not depend on the file system.
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    let mut errors = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => files.push((path, text)),
+            Err(e) => errors.push(WorkflowError {
+                file: path,
+                field: None,
+                problem: format!("cannot read file: {e}"),
+            }),
         }
-        // Sorted so errors and registry order do not depend on the file system.
-        paths.sort();
-        let mut files = Vec::with_capacity(paths.len());
-        let mut errors = Vec::new();
-        for path in paths {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => files.push((path, text)),
-                Err(e) => errors.push(WorkflowError {
-                    file: path,
-                    field: None,
-                    problem: format!("cannot read file: {e}"),
-                }),
-            }
-        }
+    }
+    Ok((files, errors))
+}
+
+impl Registry {
+    /// Load every `*.toml` file in `dir` (other files are ignored). Strict: a file whose
+    /// variables are unset is an error like any other; see [`Registry::load_configured`].
+    pub fn load_dir(dir: &Path, env: EnvLookup<'_>) -> Result<Registry, WorkflowErrors> {
+        let (files, mut errors) = read_workflow_files(dir)?;
         match Registry::from_files(&files, env) {
             Ok(registry) if errors.is_empty() => Ok(registry),
             Ok(_) => Err(WorkflowErrors(errors)),
@@ -371,6 +415,98 @@ impl Registry {
                 Err(WorkflowErrors(errors))
             }
         }
+    }
+
+    /// Load the workflows of `dir` that can run here and set the others aside: a valid file
+    /// whose variables (with no default) are unset is listed in [`Registry::unconfigured`]
+    /// instead of failing the whole load. Any real mistake, in any file, is still an error.
+    /// The registry may be empty: the caller decides whether that is acceptable.
+    pub fn load_configured(dir: &Path, env: EnvLookup<'_>) -> Result<Registry, WorkflowErrors> {
+        let report = Registry::inspect_dir(dir, env)?;
+        if report.errors.is_empty() {
+            Ok(report.registry)
+        } else {
+            Err(WorkflowErrors(report.errors))
+        }
+    }
+
+    /// Check every `*.toml` file of `dir`, sorting them into configured workflows, valid but
+    /// unconfigured ones (variables unset) and real mistakes. Only a directory that cannot be
+    /// read or holds no workflow file is an `Err`.
+    pub fn inspect_dir(dir: &Path, env: EnvLookup<'_>) -> Result<DirReport, WorkflowErrors> {
+        let (files, mut errors) = read_workflow_files(dir)?;
+        let mut configured = Vec::new();
+        let mut unconfigured = Vec::new();
+        for (path, text) in files {
+            let unset = match text.parse::<toml::Table>() {
+                Ok(table) => env::unset_in_table(&table, env),
+                // The syntax error is reported by the normal load below.
+                Err(_) => Vec::new(),
+            };
+            if unset.is_empty() {
+                configured.push((path, text));
+                continue;
+            }
+            let mut missing: Vec<String> = Vec::new();
+            for (_, name) in &unset {
+                if !missing.contains(name) {
+                    missing.push(name.clone());
+                }
+            }
+            // In the order the file mentions them (the parsed table is sorted by key).
+            missing.sort_by_key(|name| text.find(&format!("${{{name}")).unwrap_or(usize::MAX));
+            let with_stand_ins = |name: &str| {
+                env(name).or_else(|| missing.iter().any(|m| m == name).then(|| stand_in(name)))
+            };
+            let mistakes: Vec<WorkflowError> =
+                match validate::load_file(&path, &text, &with_stand_ins) {
+                    Ok(_) => Vec::new(),
+                    Err(problems) => problems
+                        .into_iter()
+                        .filter(|p| {
+                            !p.field.as_deref().is_some_and(|f| {
+                                unset.iter().any(|(u, _)| {
+                                    f == u
+                                        || f.strip_prefix(u.as_str())
+                                            .is_some_and(|r| r.starts_with(['.', '[']))
+                                })
+                            })
+                        })
+                        .collect(),
+                };
+            if mistakes.is_empty() {
+                let name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                unconfigured.push(Unconfigured {
+                    name,
+                    file: path,
+                    missing,
+                });
+            } else {
+                errors.extend(mistakes);
+                for (field, name) in unset {
+                    errors.push(WorkflowError {
+                        file: path.clone(),
+                        field: Some(field),
+                        problem: format!(
+                            "environment variable {name} is not set and has no default (write ${{{name}:-default}} to give one)"
+                        ),
+                    });
+                }
+            }
+        }
+        let mut registry = match Registry::from_files(&configured, env) {
+            Ok(registry) => registry,
+            Err(WorkflowErrors(more)) => {
+                errors.extend(more);
+                Registry::default()
+            }
+        };
+        registry.unconfigured = unconfigured;
+        Ok(DirReport { registry, errors })
     }
 
     /// Build a registry from `(path, contents)` pairs; the path's stem is
@@ -396,6 +532,12 @@ impl Registry {
             registry.workflows.insert(workflow.name.clone(), workflow);
         }
         Ok(registry)
+    }
+
+    /// Valid workflows whose variables are unset on this host (only [`Registry::load_configured`]
+    /// and [`Registry::inspect_dir`] set any aside), sorted by file name.
+    pub fn unconfigured(&self) -> &[Unconfigured] {
+        &self.unconfigured
     }
 
     pub fn get(&self, name: &str) -> Option<&Workflow> {

@@ -624,7 +624,7 @@ async fn cli_commands_against_a_seeded_database() {
         "{row:?}"
     );
     let out = ferry(&env, &["retry", "--dead"], None).await.ok();
-    assert!(out.stdout.contains("1 dead rows reset"), "{out:?}");
+    assert!(out.stdout.contains("1 dead row reset"), "{out:?}");
     assert_eq!(db.state_of(to_cancel).await, "pending");
     assert_eq!(db.state_of(pending).await, "pending");
 

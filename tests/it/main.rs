@@ -5,6 +5,7 @@ mod delivery;
 mod faults;
 mod helpers;
 mod hostile;
+mod newcomer;
 mod outbox_core;
 mod settings;
 mod shutdown;
