@@ -542,10 +542,18 @@ impl Store {
         dispatch!(self, s => s.execute_script(sql).await)
     }
 
-    /// Delete `done` rows finished more than `older_than` ago (their attempts go with them), in
-    /// batches so no statement holds locks for long. Returns how many rows.
+    /// Delete `done` rows finished more than `older_than` ago (their attempts go with them, by
+    /// the database's delete trigger), in batches so no statement holds locks for long. Returns
+    /// how many rows.
     pub async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {
         dispatch!(self, s => s.prune_done(older_than).await)
+    }
+
+    /// Delete attempt rows whose outbox row no longer exists: rows deleted by versions before
+    /// the delete trigger (migration 0002), or with triggers disabled. Walks `ferry_attempts`
+    /// in ranges of ids, one short statement each. Returns how many attempt rows.
+    pub async fn sweep_orphan_attempts(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.sweep_orphan_attempts().await)
     }
 
     /// Take the tick `tick` of cron job `job` for this relay: true if no relay took it before.

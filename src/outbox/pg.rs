@@ -17,6 +17,12 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Done rows deleted per prune statement.
+const PRUNE_BATCH: i64 = 5000;
+
+/// Attempt ids looked at per orphan-sweep statement.
+const SWEEP_RANGE: i64 = 50_000;
+
 /// Timestamps leave PostgreSQL as ISO-8601 UTC text, the same shape SQLite stores.
 macro_rules! ts {
     ($col:literal) => {
@@ -477,26 +483,48 @@ impl PgStore {
     pub(crate) async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            // The rows and their attempts go together, in one statement.
-            let n: i64 = sqlx::query_scalar(
-                "WITH gone AS ( \
-                   DELETE FROM ferry_outbox WHERE id IN ( \
-                     SELECT id FROM ferry_outbox \
-                      WHERE state = 'done' AND done_at < now() - $1 * interval '1 millisecond' \
-                      LIMIT 5000) \
-                   RETURNING id), \
-                 attempts AS (DELETE FROM ferry_attempts WHERE outbox_id IN (SELECT id FROM gone)) \
-                 SELECT count(*) FROM gone",
+            // One statement per batch; the statement-level delete trigger removes the rows'
+            // attempts in the same statement's transaction.
+            let n = sqlx::query(
+                "DELETE FROM ferry_outbox WHERE id IN ( \
+                   SELECT id FROM ferry_outbox \
+                    WHERE state = 'done' AND done_at < now() - $1 * interval '1 millisecond' \
+                    LIMIT $2)",
             )
             .bind(ms(older_than))
-            .fetch_one(&self.pool)
-            .await?;
-            let n = n as u64;
+            .bind(PRUNE_BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
             total += n;
-            if n < 5000 {
+            if n < PRUNE_BATCH as u64 {
                 return Ok(total);
             }
         }
+    }
+
+    pub(crate) async fn sweep_orphan_attempts(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM ferry_attempts")
+            .fetch_one(&self.pool)
+            .await?;
+        let mut total = 0;
+        let mut from = 0;
+        while from < max.unwrap_or(0) {
+            // A range of ids per statement: short statements, and no plan that reads the whole
+            // of both tables at once.
+            total += sqlx::query(
+                "DELETE FROM ferry_attempts a \
+                  WHERE a.id > $1 AND a.id <= $2 \
+                    AND NOT EXISTS (SELECT 1 FROM ferry_outbox o WHERE o.id = a.outbox_id)",
+            )
+            .bind(from)
+            .bind(from + SWEEP_RANGE)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            from += SWEEP_RANGE;
+        }
+        Ok(total)
     }
 
     pub(crate) async fn claim_cron_tick(

@@ -24,6 +24,12 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Done rows deleted per prune statement.
+const PRUNE_BATCH: i64 = 5000;
+
+/// Attempt ids looked at per orphan-sweep statement.
+const SWEEP_RANGE: i64 = 50_000;
+
 /// SQLite's "now" in the format every Ferry timestamp is stored in.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -408,37 +414,46 @@ impl SqliteStore {
         let cutoff = format!("-{:.3} seconds", older_than.as_secs_f64());
         let mut total = 0;
         loop {
-            // The rows and their attempts go together, in one transaction.
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("CREATE TEMP TABLE IF NOT EXISTS ferry_prune (id INTEGER PRIMARY KEY)")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM ferry_prune")
-                .execute(&mut *tx)
-                .await?;
+            // One statement per batch; the delete trigger removes the rows' attempts with them.
             let n = sqlx::query(
-                "INSERT INTO ferry_prune (id) SELECT id FROM ferry_outbox \
-                  WHERE state = 'done' AND done_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
-                  LIMIT 5000",
+                "DELETE FROM ferry_outbox WHERE id IN ( \
+                   SELECT id FROM ferry_outbox \
+                    WHERE state = 'done' AND done_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
+                    LIMIT ?2)",
             )
             .bind(&cutoff)
-            .execute(&mut *tx)
+            .bind(PRUNE_BATCH)
+            .execute(&self.pool)
             .await?
             .rows_affected();
-            sqlx::query(
-                "DELETE FROM ferry_attempts WHERE outbox_id IN (SELECT id FROM ferry_prune)",
-            )
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM ferry_outbox WHERE id IN (SELECT id FROM ferry_prune)")
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
             total += n;
-            if n < 5000 {
+            if n < PRUNE_BATCH as u64 {
                 return Ok(total);
             }
         }
+    }
+
+    pub(crate) async fn sweep_orphan_attempts(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM ferry_attempts")
+            .fetch_one(&self.pool)
+            .await?;
+        let mut total = 0;
+        let mut from = 0;
+        while from < max.unwrap_or(0) {
+            // A range of ids per statement, so the write lock is held for milliseconds.
+            total += sqlx::query(
+                "DELETE FROM ferry_attempts \
+                  WHERE id > ?1 AND id <= ?2 \
+                    AND NOT EXISTS (SELECT 1 FROM ferry_outbox o WHERE o.id = ferry_attempts.outbox_id)",
+            )
+            .bind(from)
+            .bind(from + SWEEP_RANGE)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            from += SWEEP_RANGE;
+        }
+        Ok(total)
     }
 
     pub(crate) async fn claim_cron_tick(
