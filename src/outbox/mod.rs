@@ -24,6 +24,34 @@ use uuid::Uuid;
 pub use enqueue::{enqueue, enqueue_many, EnqueueConn, Enqueued, MAX_PAYLOAD_BYTES};
 pub use state::{Outcome, State};
 
+/// Most payload bytes one claim loads. A claim takes due rows in order until the next one would
+/// bring the batch's payloads over this budget (it always takes at least one row), so what a
+/// claim holds in memory is bounded whatever the table holds. Each payload is at most
+/// [`MAX_PAYLOAD_BYTES`], so a claim takes at least four full-size rows.
+pub const CLAIM_PAYLOAD_BUDGET: usize = 4 * MAX_PAYLOAD_BYTES;
+
+/// `last_error` of a row found at claim time with a payload over [`MAX_PAYLOAD_BYTES`] (it was
+/// inserted before the database enforced the limit): it is made dead without being loaded. The
+/// claim passes a format placeholder (`%s`, `%d`) as `bytes` and lets the database fill it in.
+pub(crate) fn oversized_reason(bytes: &str) -> String {
+    format!(
+        "payload is {bytes} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB); not \
+         delivered. Replace the payload with a smaller one and reset the row"
+    )
+}
+
+/// Log a row the claim made dead because its payload is over the limit.
+pub(crate) fn log_oversized(id: i64, workflow: &str, key: &str, bytes: i64) {
+    tracing::error!(
+        outbox.id = id,
+        workflow,
+        key,
+        payload_bytes = bytes,
+        limit = MAX_PAYLOAD_BYTES,
+        "dead: payload over the limit, not loaded nor delivered"
+    );
+}
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -411,6 +439,12 @@ impl Store {
     /// and rows in `sending` whose lease expired (their relay died). Each is moved to `sending`
     /// with one new claim token, its attempt counted, and a lease of `lease` from the database's
     /// now. Rows of workflows in `skip` (targets known to be down) are left alone.
+    ///
+    /// The claim stops before the row that would bring the batch's payloads over
+    /// [`CLAIM_PAYLOAD_BUDGET`] (it takes at least one row), so fewer than `limit` rows may come
+    /// back while more are due. A due row whose payload is over [`MAX_PAYLOAD_BYTES`] (inserted
+    /// before the database refused such payloads) is made `dead` with the reason instead, in the
+    /// same statement, without its payload being read into memory; it is not returned.
     pub async fn claim(
         &self,
         limit: u32,
