@@ -281,6 +281,9 @@ pub enum Recorded {
     /// The target accepted the document but the workflow's on-done SQL failed; the row is `dead`
     /// with that reason so an operator can fix the SQL and reset it.
     OnDoneFailed(String),
+    /// The row was deleted while held (an operator's `DELETE FROM ferry_outbox`). Nothing was
+    /// recorded and no attempt row was written: it would belong to no row.
+    Gone,
 }
 
 /// One line of the `ferry_status` view.
@@ -460,7 +463,8 @@ impl Store {
 
     /// Record a batch of outcomes in one transaction. A completion whose claim token no longer
     /// matches the row (lease lost) changes nothing but the attempt history and comes back
-    /// [`Recorded::Stale`]. The result is in the order of `batch`.
+    /// [`Recorded::Stale`]; one whose row no longer exists changes nothing at all and comes back
+    /// [`Recorded::Gone`]. The result is in the order of `batch`.
     pub async fn complete(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());

@@ -327,9 +327,35 @@ impl PgStore {
             }
         }
 
-        // The attempt history: every real attempt, including a stale relay's (marked as such).
+        // Completions not recorded: the row is someone else's now (stale), or it was deleted
+        // (gone). FOR KEY SHARE keeps a row that still exists from being deleted until this
+        // transaction commits, so the delete trigger of a DELETE that follows sees the stale
+        // attempt written below and removes it with the row (no orphan); a DELETE that
+        // committed first leaves nothing to lock, and a gone row gets no attempt row.
+        let unrecorded: Vec<i64> = (0..batch.len())
+            .filter(|&i| results[i] == Recorded::Stale)
+            .map(|i| batch[i].id)
+            .collect();
+        if !unrecorded.is_empty() {
+            let present: HashSet<i64> = sqlx::query_scalar(
+                "SELECT id FROM ferry_outbox WHERE id = ANY($1::bigint[]) FOR KEY SHARE",
+            )
+            .bind(&unrecorded)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            for (i, c) in batch.iter().enumerate() {
+                if results[i] == Recorded::Stale && !present.contains(&c.id) {
+                    results[i] = Recorded::Gone;
+                }
+            }
+        }
+
+        // The attempt history: every real attempt, including a stale relay's (marked as such),
+        // but none for a row that no longer exists.
         let attempted: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch[i].record.is_some())
+            .filter(|&i| batch[i].record.is_some() && results[i] != Recorded::Gone)
             .collect();
         if !attempted.is_empty() {
             let mut ids = Vec::with_capacity(attempted.len());
@@ -611,7 +637,7 @@ pub(crate) fn attempt_error(c: &Completion, recorded: &Recorded) -> Option<Strin
         .and_then(|r| r.error.clone())
         .or_else(|| c.outcome.error().map(str::to_string));
     match recorded {
-        Recorded::Accepted => base,
+        Recorded::Accepted | Recorded::Gone => base,
         Recorded::OnDoneFailed(reason) => Some(reason.clone()),
         Recorded::Stale => Some(format!(
             "{}(stale: the lease was lost before this outcome was recorded; discarded)",

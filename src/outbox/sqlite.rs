@@ -275,8 +275,25 @@ impl SqliteStore {
                 }
             }
         }
+        // Completions not recorded: the row is someone else's now (stale) or was deleted (gone;
+        // no attempt row for it). The write lock is held, so nothing changes in between.
+        for (i, c) in batch.iter().enumerate() {
+            if results[i] == Recorded::Stale {
+                let present: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM ferry_outbox WHERE id = ?1")
+                        .bind(c.id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if present.is_none() {
+                    results[i] = Recorded::Gone;
+                }
+            }
+        }
         for (i, c) in batch.iter().enumerate() {
             let Some(r) = &c.record else { continue };
+            if results[i] == Recorded::Gone {
+                continue;
+            }
             sqlx::query(
                 "INSERT INTO ferry_attempts \
                    (outbox_id, attempt, started_at, duration_ms, outcome, http_status, error, response_excerpt) \
