@@ -23,7 +23,8 @@ pub const RECONCILE_LIMIT: i64 = 1000;
 /// What a job does.
 #[derive(Debug, Clone)]
 pub enum JobKind {
-    /// Delete `done` rows (and with them their attempts) older than the retention.
+    /// Delete `done` rows (and with them their attempts) older than the retention, and attempts
+    /// left without their row (rows deleted before the delete trigger existed).
     Prune { retention: Duration },
     /// Run a workflow's `[reconcile]` SQL and enqueue what it finds.
     Reconcile { workflow: String },
@@ -69,8 +70,9 @@ pub async fn run_job(
     match kind {
         JobKind::Prune { retention } => {
             let n = store.prune_done(*retention).await?;
+            let orphans = store.sweep_orphan_attempts().await?;
             Ok(format!(
-                "pruned {n} done rows older than {}",
+                "pruned {n} done rows older than {} and {orphans} attempts of rows that no longer exist",
                 humantime::format_duration(*retention)
             ))
         }

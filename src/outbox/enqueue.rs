@@ -23,6 +23,12 @@ use super::{State, StoreError};
 
 /// Largest payload accepted, in bytes of JSON text. Documents are invoices, not attachments; a
 /// bigger one is almost certainly a bug upstream and would bloat every claim.
+///
+/// The database enforces the same limit on rows written by plain SQL (migration 0002), on the
+/// JSON text as the relay reads it back: on PostgreSQL that is jsonb's rendering (`": "` and
+/// `", "` separators, numbers written out), which can be longer than the compact text measured
+/// here, so a payload just under the limit may still be refused there, with an error naming the
+/// limit. Rows over it that predate the migration are made dead at claim time.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// What [`enqueue`] found or made.

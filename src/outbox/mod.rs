@@ -24,6 +24,34 @@ use uuid::Uuid;
 pub use enqueue::{enqueue, enqueue_many, EnqueueConn, Enqueued, MAX_PAYLOAD_BYTES};
 pub use state::{Outcome, State};
 
+/// Most payload bytes one claim loads. A claim takes due rows in order until the next one would
+/// bring the batch's payloads over this budget (it always takes at least one row), so what a
+/// claim holds in memory is bounded whatever the table holds. Each payload is at most
+/// [`MAX_PAYLOAD_BYTES`], so a claim takes at least four full-size rows.
+pub const CLAIM_PAYLOAD_BUDGET: usize = 4 * MAX_PAYLOAD_BYTES;
+
+/// `last_error` of a row found at claim time with a payload over [`MAX_PAYLOAD_BYTES`] (it was
+/// inserted before the database enforced the limit): it is made dead without being loaded. The
+/// claim passes a format placeholder (`%s`, `%d`) as `bytes` and lets the database fill it in.
+pub(crate) fn oversized_reason(bytes: &str) -> String {
+    format!(
+        "payload is {bytes} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB); not \
+         delivered. Replace the payload with a smaller one and reset the row"
+    )
+}
+
+/// Log a row the claim made dead because its payload is over the limit.
+pub(crate) fn log_oversized(id: i64, workflow: &str, key: &str, bytes: i64) {
+    tracing::error!(
+        outbox.id = id,
+        workflow,
+        key,
+        payload_bytes = bytes,
+        limit = MAX_PAYLOAD_BYTES,
+        "dead: payload over the limit, not loaded nor delivered"
+    );
+}
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -253,6 +281,9 @@ pub enum Recorded {
     /// The target accepted the document but the workflow's on-done SQL failed; the row is `dead`
     /// with that reason so an operator can fix the SQL and reset it.
     OnDoneFailed(String),
+    /// The row was deleted while held (an operator's `DELETE FROM ferry_outbox`). Nothing was
+    /// recorded and no attempt row was written: it would belong to no row.
+    Gone,
 }
 
 /// One line of the `ferry_status` view.
@@ -411,6 +442,12 @@ impl Store {
     /// and rows in `sending` whose lease expired (their relay died). Each is moved to `sending`
     /// with one new claim token, its attempt counted, and a lease of `lease` from the database's
     /// now. Rows of workflows in `skip` (targets known to be down) are left alone.
+    ///
+    /// The claim stops before the row that would bring the batch's payloads over
+    /// [`CLAIM_PAYLOAD_BUDGET`] (it takes at least one row), so fewer than `limit` rows may come
+    /// back while more are due. A due row whose payload is over [`MAX_PAYLOAD_BYTES`] (inserted
+    /// before the database refused such payloads) is made `dead` with the reason instead, in the
+    /// same statement, without its payload being read into memory; it is not returned.
     pub async fn claim(
         &self,
         limit: u32,
@@ -426,7 +463,8 @@ impl Store {
 
     /// Record a batch of outcomes in one transaction. A completion whose claim token no longer
     /// matches the row (lease lost) changes nothing but the attempt history and comes back
-    /// [`Recorded::Stale`]. The result is in the order of `batch`.
+    /// [`Recorded::Stale`]; one whose row no longer exists changes nothing at all and comes back
+    /// [`Recorded::Gone`]. The result is in the order of `batch`.
     pub async fn complete(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -542,10 +580,18 @@ impl Store {
         dispatch!(self, s => s.execute_script(sql).await)
     }
 
-    /// Delete `done` rows finished more than `older_than` ago (their attempts go with them), in
-    /// batches so no statement holds locks for long. Returns how many rows.
+    /// Delete `done` rows finished more than `older_than` ago (their attempts go with them, by
+    /// the database's delete trigger), in batches so no statement holds locks for long. Returns
+    /// how many rows.
     pub async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {
         dispatch!(self, s => s.prune_done(older_than).await)
+    }
+
+    /// Delete attempt rows whose outbox row no longer exists: rows deleted by versions before
+    /// the delete trigger (migration 0002), or with triggers disabled. Walks `ferry_attempts`
+    /// in ranges of ids, one short statement each. Returns how many attempt rows.
+    pub async fn sweep_orphan_attempts(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.sweep_orphan_attempts().await)
     }
 
     /// Take the tick `tick` of cron job `job` for this relay: true if no relay took it before.

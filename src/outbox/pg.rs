@@ -6,16 +6,23 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Executor, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    AttemptLine, Claimed, Completion, DatabaseUrl, ListFilter, OutboxRow, Recorded, State,
-    StatusLine, StoreConfig, StoreError,
+    log_oversized, oversized_reason, AttemptLine, Claimed, Completion, DatabaseUrl, ListFilter,
+    OutboxRow, Recorded, State, StatusLine, StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET,
+    MAX_PAYLOAD_BYTES,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Done rows deleted per prune statement.
+const PRUNE_BATCH: i64 = 5000;
+
+/// Attempt ids looked at per orphan-sweep statement.
+const SWEEP_RANGE: i64 = 50_000;
 
 /// Timestamps leave PostgreSQL as ISO-8601 UTC text, the same shape SQLite stores.
 macro_rules! ts {
@@ -117,6 +124,12 @@ impl PgStore {
     /// `due_at`, which makes an expired lease simply "due" again for the same index scan. The
     /// statement commits on its own, so the locks are held for microseconds; the lease, not a
     /// lock, is what keeps the row during delivery.
+    ///
+    /// Memory: `taken` keeps the longest prefix (in `due_at` order) whose payloads, as the text
+    /// sent back, add up to at most the budget, and always the first row; rows past it stay due
+    /// for the next claim. A payload over the limit counts for nothing: such a row is made dead
+    /// here with the reason, and its payload is not returned (an UPDATE that does not set
+    /// `payload` does not even fetch it from TOAST).
     pub(crate) async fn claim(
         &self,
         limit: u32,
@@ -126,37 +139,62 @@ impl PgStore {
     ) -> Result<Vec<Claimed>, StoreError> {
         let rows = sqlx::query(
             "WITH due AS ( \
-               SELECT id FROM ferry_outbox \
+               SELECT id, due_at, octet_length(payload::text)::bigint AS bytes FROM ferry_outbox \
                 WHERE state IN ('pending', 'retry_wait', 'sending') AND due_at <= now() \
                   AND workflow <> ALL($4::text[]) \
                 ORDER BY due_at \
                 LIMIT $1 \
-                FOR UPDATE SKIP LOCKED) \
-             UPDATE ferry_outbox o \
-                SET state = 'sending', claim_token = $2, attempts = o.attempts + 1, \
-                    due_at = now() + $3 * interval '1 millisecond', updated_at = now() \
-               FROM due WHERE o.id = due.id \
-             RETURNING o.id, o.workflow, o.key, o.payload::text, o.attempts, o.created_at",
+                FOR UPDATE SKIP LOCKED), \
+             sized AS ( \
+               SELECT id, bytes, bytes > $5::bigint AS oversized, \
+                      row_number() OVER w AS n, \
+                      sum(CASE WHEN bytes > $5::bigint THEN 0 ELSE bytes END) OVER w AS running \
+                 FROM due \
+               WINDOW w AS (ORDER BY due_at, id ROWS UNBOUNDED PRECEDING)), \
+             taken AS (SELECT id, bytes, oversized FROM sized WHERE n = 1 OR running <= $6::bigint) \
+             UPDATE ferry_outbox o SET \
+                    state = CASE WHEN t.oversized THEN 'dead' ELSE 'sending' END, \
+                    claim_token = CASE WHEN t.oversized THEN NULL ELSE $2 END, \
+                    attempts = CASE WHEN t.oversized THEN o.attempts ELSE o.attempts + 1 END, \
+                    due_at = CASE WHEN t.oversized THEN o.due_at \
+                                  ELSE now() + $3 * interval '1 millisecond' END, \
+                    last_error = CASE WHEN t.oversized THEN format($7::text, t.bytes) ELSE o.last_error END, \
+                    last_status = CASE WHEN t.oversized THEN NULL ELSE o.last_status END, \
+                    updated_at = now() \
+               FROM taken t WHERE o.id = t.id \
+             RETURNING o.id, o.workflow, o.key, \
+                       CASE WHEN t.oversized THEN NULL ELSE o.payload::text END, \
+                       o.attempts, o.created_at, t.bytes",
         )
         .bind(i64::from(limit))
         .bind(token)
         .bind(ms(lease))
         .bind(skip)
+        .bind(MAX_PAYLOAD_BYTES as i64)
+        .bind(CLAIM_PAYLOAD_BUDGET as i64)
+        .bind(oversized_reason("%s"))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r: PgRow| {
-                Ok(Claimed {
-                    id: r.try_get(0)?,
-                    workflow: r.try_get(1)?,
-                    key: r.try_get(2)?,
-                    payload: r.try_get(3)?,
-                    attempt: r.try_get(4)?,
-                    token,
-                    created_at: r.try_get(5)?,
-                })
-            })
-            .collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.try_get(0)?;
+            let workflow: String = r.try_get(1)?;
+            let key: String = r.try_get(2)?;
+            let Some(payload) = r.try_get::<Option<String>, _>(3)? else {
+                log_oversized(id, &workflow, &key, r.try_get(6)?);
+                continue;
+            };
+            claimed.push(Claimed {
+                id,
+                workflow,
+                key,
+                payload,
+                attempt: r.try_get(4)?,
+                token,
+                created_at: r.try_get(5)?,
+            });
+        }
+        Ok(claimed)
     }
 
     pub(crate) async fn complete(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
@@ -289,9 +327,35 @@ impl PgStore {
             }
         }
 
-        // The attempt history: every real attempt, including a stale relay's (marked as such).
+        // Completions not recorded: the row is someone else's now (stale), or it was deleted
+        // (gone). FOR KEY SHARE keeps a row that still exists from being deleted until this
+        // transaction commits, so the delete trigger of a DELETE that follows sees the stale
+        // attempt written below and removes it with the row (no orphan); a DELETE that
+        // committed first leaves nothing to lock, and a gone row gets no attempt row.
+        let unrecorded: Vec<i64> = (0..batch.len())
+            .filter(|&i| results[i] == Recorded::Stale)
+            .map(|i| batch[i].id)
+            .collect();
+        if !unrecorded.is_empty() {
+            let present: HashSet<i64> = sqlx::query_scalar(
+                "SELECT id FROM ferry_outbox WHERE id = ANY($1::bigint[]) FOR KEY SHARE",
+            )
+            .bind(&unrecorded)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            for (i, c) in batch.iter().enumerate() {
+                if results[i] == Recorded::Stale && !present.contains(&c.id) {
+                    results[i] = Recorded::Gone;
+                }
+            }
+        }
+
+        // The attempt history: every real attempt, including a stale relay's (marked as such),
+        // but none for a row that no longer exists.
         let attempted: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch[i].record.is_some())
+            .filter(|&i| batch[i].record.is_some() && results[i] != Recorded::Gone)
             .collect();
         if !attempted.is_empty() {
             let mut ids = Vec::with_capacity(attempted.len());
@@ -477,26 +541,48 @@ impl PgStore {
     pub(crate) async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            // The rows and their attempts go together, in one statement.
-            let n: i64 = sqlx::query_scalar(
-                "WITH gone AS ( \
-                   DELETE FROM ferry_outbox WHERE id IN ( \
-                     SELECT id FROM ferry_outbox \
-                      WHERE state = 'done' AND done_at < now() - $1 * interval '1 millisecond' \
-                      LIMIT 5000) \
-                   RETURNING id), \
-                 attempts AS (DELETE FROM ferry_attempts WHERE outbox_id IN (SELECT id FROM gone)) \
-                 SELECT count(*) FROM gone",
+            // One statement per batch; the statement-level delete trigger removes the rows'
+            // attempts in the same statement's transaction.
+            let n = sqlx::query(
+                "DELETE FROM ferry_outbox WHERE id IN ( \
+                   SELECT id FROM ferry_outbox \
+                    WHERE state = 'done' AND done_at < now() - $1 * interval '1 millisecond' \
+                    LIMIT $2)",
             )
             .bind(ms(older_than))
-            .fetch_one(&self.pool)
-            .await?;
-            let n = n as u64;
+            .bind(PRUNE_BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
             total += n;
-            if n < 5000 {
+            if n < PRUNE_BATCH as u64 {
                 return Ok(total);
             }
         }
+    }
+
+    pub(crate) async fn sweep_orphan_attempts(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM ferry_attempts")
+            .fetch_one(&self.pool)
+            .await?;
+        let mut total = 0;
+        let mut from = 0;
+        while from < max.unwrap_or(0) {
+            // A range of ids per statement: short statements, and no plan that reads the whole
+            // of both tables at once.
+            total += sqlx::query(
+                "DELETE FROM ferry_attempts a \
+                  WHERE a.id > $1 AND a.id <= $2 \
+                    AND NOT EXISTS (SELECT 1 FROM ferry_outbox o WHERE o.id = a.outbox_id)",
+            )
+            .bind(from)
+            .bind(from + SWEEP_RANGE)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            from += SWEEP_RANGE;
+        }
+        Ok(total)
     }
 
     pub(crate) async fn claim_cron_tick(
@@ -551,7 +637,7 @@ pub(crate) fn attempt_error(c: &Completion, recorded: &Recorded) -> Option<Strin
         .and_then(|r| r.error.clone())
         .or_else(|| c.outcome.error().map(str::to_string));
     match recorded {
-        Recorded::Accepted => base,
+        Recorded::Accepted | Recorded::Gone => base,
         Recorded::OnDoneFailed(reason) => Some(reason.clone()),
         Recorded::Stale => Some(format!(
             "{}(stale: the lease was lost before this outcome was recorded; discarded)",

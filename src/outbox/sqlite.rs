@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqliteOperation, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqliteOperation, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, Executor, Row, SqliteConnection, SqlitePool};
 use tokio::sync::watch;
@@ -18,11 +17,18 @@ use uuid::Uuid;
 
 use super::pg::{attempt_error, attempt_outcome};
 use super::{
-    AttemptLine, Claimed, Completion, DatabaseUrl, ListFilter, OutboxRow, Outcome, Recorded, State,
-    StatusLine, StoreConfig, StoreError,
+    log_oversized, oversized_reason, AttemptLine, Claimed, Completion, DatabaseUrl, ListFilter,
+    OutboxRow, Outcome, Recorded, State, StatusLine, StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET,
+    MAX_PAYLOAD_BYTES,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Done rows deleted per prune statement.
+const PRUNE_BATCH: i64 = 5000;
+
+/// Attempt ids looked at per orphan-sweep statement.
+const SWEEP_RANGE: i64 = 50_000;
 
 /// SQLite's "now" in the format every Ferry timestamp is stored in.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -111,7 +117,11 @@ impl SqliteStore {
     }
 
     /// The claim: the same contract as PostgreSQL's, inside `BEGIN IMMEDIATE` so the read of due
-    /// rows and their lease happen under the database's single write lock.
+    /// rows and their lease happen under the database's single write lock; the same payload
+    /// budget (`sized`: the first row, then as long as the running total fits) and the same
+    /// handling of payloads over the limit. `octet_length` of a column reads the size from the
+    /// record header, not the value; the one rewrite of an oversized row that makes it dead is
+    /// the only time SQLite reads it again, and its payload is not returned.
     pub(crate) async fn claim(
         &self,
         limit: u32,
@@ -122,15 +132,30 @@ impl SqliteStore {
         let skip_json = serde_json::to_string(skip).expect("strings serialize");
         let token_text = token.to_string();
         let sql = format!(
-            "UPDATE ferry_outbox \
-                SET state = 'sending', claim_token = ?1, attempts = attempts + 1, \
-                    due_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2), updated_at = {NOW} \
-              WHERE id IN ( \
-                SELECT id FROM ferry_outbox \
+            "WITH due AS ( \
+                SELECT id, due_at, octet_length(payload) AS bytes FROM ferry_outbox \
                  WHERE state IN ('pending', 'retry_wait', 'sending') AND due_at <= {NOW} \
                    AND workflow NOT IN (SELECT value FROM json_each(?4)) \
-                 ORDER BY due_at LIMIT ?3) \
-             RETURNING id, workflow, key, payload, attempts, created_at"
+                 ORDER BY due_at LIMIT ?3), \
+             sized AS ( \
+                SELECT id, row_number() OVER w AS n, \
+                       sum(CASE WHEN bytes > ?5 THEN 0 ELSE bytes END) OVER w AS running \
+                  FROM due \
+                WINDOW w AS (ORDER BY due_at, id ROWS UNBOUNDED PRECEDING)) \
+             UPDATE ferry_outbox SET \
+                    state = CASE WHEN octet_length(payload) > ?5 THEN 'dead' ELSE 'sending' END, \
+                    claim_token = CASE WHEN octet_length(payload) > ?5 THEN NULL ELSE ?1 END, \
+                    attempts = CASE WHEN octet_length(payload) > ?5 THEN attempts ELSE attempts + 1 END, \
+                    due_at = CASE WHEN octet_length(payload) > ?5 THEN due_at \
+                                  ELSE strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2) END, \
+                    last_error = CASE WHEN octet_length(payload) > ?5 \
+                                      THEN printf(?7, octet_length(payload)) ELSE last_error END, \
+                    last_status = CASE WHEN octet_length(payload) > ?5 THEN NULL ELSE last_status END, \
+                    updated_at = {NOW} \
+              WHERE id IN (SELECT id FROM sized WHERE n = 1 OR running <= ?6) \
+             RETURNING id, workflow, key, \
+                       CASE WHEN octet_length(payload) > ?5 THEN NULL ELSE payload END, \
+                       attempts, created_at, octet_length(payload)"
         );
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(&sql)
@@ -138,22 +163,32 @@ impl SqliteStore {
             .bind(modifier(lease))
             .bind(i64::from(limit))
             .bind(&skip_json)
+            .bind(MAX_PAYLOAD_BYTES as i64)
+            .bind(CLAIM_PAYLOAD_BUDGET as i64)
+            .bind(oversized_reason("%d"))
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        rows.into_iter()
-            .map(|r: SqliteRow| {
-                Ok(Claimed {
-                    id: r.try_get(0)?,
-                    workflow: r.try_get(1)?,
-                    key: r.try_get(2)?,
-                    payload: r.try_get(3)?,
-                    attempt: r.try_get(4)?,
-                    token,
-                    created_at: r.try_get(5)?,
-                })
-            })
-            .collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.try_get(0)?;
+            let workflow: String = r.try_get(1)?;
+            let key: String = r.try_get(2)?;
+            let Some(payload) = r.try_get::<Option<String>, _>(3)? else {
+                log_oversized(id, &workflow, &key, r.try_get(6)?);
+                continue;
+            };
+            claimed.push(Claimed {
+                id,
+                workflow,
+                key,
+                payload,
+                attempt: r.try_get(4)?,
+                token,
+                created_at: r.try_get(5)?,
+            });
+        }
+        Ok(claimed)
     }
 
     pub(crate) async fn complete(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
@@ -240,8 +275,25 @@ impl SqliteStore {
                 }
             }
         }
+        // Completions not recorded: the row is someone else's now (stale) or was deleted (gone;
+        // no attempt row for it). The write lock is held, so nothing changes in between.
+        for (i, c) in batch.iter().enumerate() {
+            if results[i] == Recorded::Stale {
+                let present: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM ferry_outbox WHERE id = ?1")
+                        .bind(c.id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if present.is_none() {
+                    results[i] = Recorded::Gone;
+                }
+            }
+        }
         for (i, c) in batch.iter().enumerate() {
             let Some(r) = &c.record else { continue };
+            if results[i] == Recorded::Gone {
+                continue;
+            }
             sqlx::query(
                 "INSERT INTO ferry_attempts \
                    (outbox_id, attempt, started_at, duration_ms, outcome, http_status, error, response_excerpt) \
@@ -408,37 +460,46 @@ impl SqliteStore {
         let cutoff = format!("-{:.3} seconds", older_than.as_secs_f64());
         let mut total = 0;
         loop {
-            // The rows and their attempts go together, in one transaction.
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("CREATE TEMP TABLE IF NOT EXISTS ferry_prune (id INTEGER PRIMARY KEY)")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM ferry_prune")
-                .execute(&mut *tx)
-                .await?;
+            // One statement per batch; the delete trigger removes the rows' attempts with them.
             let n = sqlx::query(
-                "INSERT INTO ferry_prune (id) SELECT id FROM ferry_outbox \
-                  WHERE state = 'done' AND done_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
-                  LIMIT 5000",
+                "DELETE FROM ferry_outbox WHERE id IN ( \
+                   SELECT id FROM ferry_outbox \
+                    WHERE state = 'done' AND done_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
+                    LIMIT ?2)",
             )
             .bind(&cutoff)
-            .execute(&mut *tx)
+            .bind(PRUNE_BATCH)
+            .execute(&self.pool)
             .await?
             .rows_affected();
-            sqlx::query(
-                "DELETE FROM ferry_attempts WHERE outbox_id IN (SELECT id FROM ferry_prune)",
-            )
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM ferry_outbox WHERE id IN (SELECT id FROM ferry_prune)")
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
             total += n;
-            if n < 5000 {
+            if n < PRUNE_BATCH as u64 {
                 return Ok(total);
             }
         }
+    }
+
+    pub(crate) async fn sweep_orphan_attempts(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM ferry_attempts")
+            .fetch_one(&self.pool)
+            .await?;
+        let mut total = 0;
+        let mut from = 0;
+        while from < max.unwrap_or(0) {
+            // A range of ids per statement, so the write lock is held for milliseconds.
+            total += sqlx::query(
+                "DELETE FROM ferry_attempts \
+                  WHERE id > ?1 AND id <= ?2 \
+                    AND NOT EXISTS (SELECT 1 FROM ferry_outbox o WHERE o.id = ferry_attempts.outbox_id)",
+            )
+            .bind(from)
+            .bind(from + SWEEP_RANGE)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            from += SWEEP_RANGE;
+        }
+        Ok(total)
     }
 
     pub(crate) async fn claim_cron_tick(

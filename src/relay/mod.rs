@@ -179,7 +179,7 @@ pub struct RelayStats {
 impl RelayStats {
     fn count(&self, outcome: &Outcome, recorded: &Recorded) {
         let c = match (recorded, outcome) {
-            (Recorded::Stale, _) => &self.stale,
+            (Recorded::Stale | Recorded::Gone, _) => &self.stale,
             (Recorded::OnDoneFailed(_), _) => &self.dead,
             (_, Outcome::Done) => &self.done,
             (_, Outcome::Retry { .. }) => &self.retried,
@@ -232,7 +232,7 @@ pub struct TickReport {
 impl TickReport {
     fn add(&mut self, outcome: &Outcome, recorded: &Recorded) {
         match (recorded, outcome) {
-            (Recorded::Stale, _) => self.stale += 1,
+            (Recorded::Stale | Recorded::Gone, _) => self.stale += 1,
             (Recorded::OnDoneFailed(_), _) => self.dead += 1,
             (_, Outcome::Done) => self.done += 1,
             (_, Outcome::Retry { .. }) => self.retried += 1,
@@ -721,6 +721,10 @@ fn log_recorded(c: &Completion, r: &Recorded) {
             "lease lost before the outcome was recorded; another relay owns the row, outcome discarded"
         ),
         Recorded::OnDoneFailed(reason) => tracing::error!(outbox.id = c.id, error = %reason, "dead: on_done SQL failed"),
+        Recorded::Gone => tracing::warn!(
+            outbox.id = c.id, attempt = c.attempt,
+            "row deleted while it was being delivered; outcome discarded"
+        ),
     }
 }
 

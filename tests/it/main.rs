@@ -7,5 +7,6 @@ mod helpers;
 mod hostile;
 mod newcomer;
 mod outbox_core;
+mod schema_guards;
 mod settings;
 mod shutdown;
