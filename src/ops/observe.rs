@@ -22,6 +22,7 @@ pub struct MetricsObserver(pub Arc<Metrics>);
 pub fn recorded_label(c: &Completion, r: &Recorded) -> Option<&'static str> {
     Some(match (r, &c.outcome) {
         (Recorded::Stale, _) => "stale",
+        (Recorded::Gone, _) => return None,
         (Recorded::OnDoneFailed(_), _) => "dead",
         (Recorded::Accepted, Outcome::Release { .. }) => return None,
         (Recorded::Accepted, o) => o.attempt_label(),

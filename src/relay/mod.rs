@@ -446,7 +446,12 @@ impl<D: Deliver> Relay<D> {
                 }
             };
             let got = rows.len();
-            drained = got < want as usize;
+            // A short claim means nothing more is due, unless the claim's payload budget cut it
+            // short (then more rows may be waiting: claim again at once).
+            let bytes: usize = rows.iter().map(|r| r.payload.len()).sum();
+            let cut_by_budget =
+                bytes + crate::outbox::MAX_PAYLOAD_BYTES > crate::outbox::CLAIM_PAYLOAD_BUDGET;
+            drained = got < want as usize && !cut_by_budget;
             self.stats.claimed.fetch_add(got as u64, Ordering::Relaxed);
             let claimed_at = Utc::now();
             let clock = tokio::time::Instant::now();
@@ -494,7 +499,7 @@ impl<D: Deliver> Relay<D> {
                     });
                 }));
             }
-            if got < want as usize {
+            if drained {
                 // Nothing more is due right now: sleep until woken or the poll interval passes.
                 let w = waiter.as_mut().expect("set above");
                 tokio::select! {
