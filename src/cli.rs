@@ -15,7 +15,7 @@ use crate::config::{Allowed, Config, Sources, SETTINGS};
 use crate::delivery::HttpDeliverer;
 use crate::export::{export_invoice, ExportReport};
 use crate::ops::{LogConfig, LogFormat, Metrics, MetricsObserver};
-use crate::outbox::{ListFilter, State, Store};
+use crate::outbox::{AttemptOutcome, ListFilter, State, Store};
 use crate::relay::Relay;
 use crate::workflow::{Registry, Unconfigured, WorkflowErrors};
 
@@ -292,7 +292,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                         .map(|l| {
                             vec![
                                 l.workflow.clone(),
-                                l.state.clone(),
+                                l.state.to_string(),
                                 l.rows.to_string(),
                                 format!("{:.1}", l.oldest_due_age_s),
                             ]
@@ -336,7 +336,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                                 r.id.to_string(),
                                 r.workflow.clone(),
                                 r.key.clone(),
-                                r.state.clone(),
+                                r.state.to_string(),
                                 r.attempts.to_string(),
                                 due_or_lease(r),
                                 r.last_error
@@ -416,7 +416,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                             "already enqueued as row {} ({}); nothing added{}",
                             e.id,
                             e.state,
-                            dead_hint(e.id, e.state.as_str(), dead_reason.as_deref())
+                            dead_hint(e.id, e.state, dead_reason.as_deref())
                         )
                     }
                 },
@@ -438,7 +438,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 fn hint_migrate(e: crate::outbox::StoreError) -> anyhow::Error {
     let text = e.to_string();
-    if text.contains("ferry_outbox") || text.contains("ferry_status") {
+    if e.is_missing_table() {
         anyhow!("{text} (has `ferry migrate` been run on this database?)")
     } else {
         e.into()
@@ -500,9 +500,9 @@ async fn export_invoice_command(
             created,
             state,
             ..
-        } => (*outbox_id, *created, state.clone()),
+        } => (*outbox_id, *created, *state),
     };
-    if !created && state == "dead" {
+    if !created && state == State::Dead {
         // Nothing will deliver it: say so, why, and how to try again.
         let row = store.get(outbox_id).await?;
         ctx.print(
@@ -526,7 +526,7 @@ async fn export_invoice_command(
             } else {
                 format!(
                     "order {order_id}: already enqueued as outbox row {outbox_id} ({state}); nothing added{}",
-                    if state == "done" {
+                    if state == State::Done {
                         ""
                     } else {
                         "; a running relay delivers it"
@@ -546,7 +546,7 @@ async fn export_invoice_command(
     let deadline = tokio::time::Instant::now() + timeout;
     let row = loop {
         let row = store.get(outbox_id).await?;
-        if row.state == "done" || row.state == "dead" {
+        if matches!(row.state, State::Done | State::Dead) {
             break Some(row);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -575,8 +575,8 @@ async fn export_invoice_command(
                 last.and_then(|a| a.http_status)
                     .map(|s| format!(", HTTP {s}"))
                     .unwrap_or_default(),
-                match row.state.as_str() {
-                    "done" => format!(
+                match row.state {
+                    State::Done => format!(
                         "; 1C answered: {}",
                         last.and_then(|a| a.response_excerpt.clone())
                             .unwrap_or_default()
@@ -590,7 +590,7 @@ async fn export_invoice_command(
             )
         },
     );
-    Ok(if row.state == "done" {
+    Ok(if row.state == State::Done {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -897,12 +897,12 @@ async fn refresh_gauges(
             Ok(lines) => {
                 let rows: Vec<(String, String, i64)> = lines
                     .iter()
-                    .map(|l| (l.workflow.clone(), l.state.clone(), l.rows))
+                    .map(|l| (l.workflow.clone(), l.state.to_string(), l.rows))
                     .collect();
                 metrics.set_rows(&rows);
                 let ages: Vec<(String, f64)> = lines
                     .iter()
-                    .filter(|l| l.state == "pending" || l.state == "retry_wait")
+                    .filter(|l| matches!(l.state, State::Pending | State::RetryWait))
                     .map(|l| (l.workflow.clone(), l.oldest_due_age_s))
                     .collect();
                 metrics.set_oldest_due_age(&ages);
@@ -1021,8 +1021,8 @@ fn retry_command(id: i64) -> String {
 }
 
 /// For a row found already enqueued: if it is dead, its reason and how to retry it.
-fn dead_hint(id: i64, state: &str, reason: Option<&str>) -> String {
-    if state != "dead" {
+fn dead_hint(id: i64, state: State, reason: Option<&str>) -> String {
+    if state != State::Dead {
         return String::new();
     }
     format!(
@@ -1050,9 +1050,9 @@ fn unconfigured_lines(list: &[Unconfigured]) -> String {
 /// The due time of a waiting row, the lease expiry of a `sending` one, `-` for finished rows
 /// (their `due_at` means nothing any more).
 fn due_or_lease(row: &crate::outbox::OutboxRow) -> String {
-    match row.state.as_str() {
-        "done" | "dead" => "-".into(),
-        _ => row.due_at.clone(),
+    match row.state {
+        State::Done | State::Dead => "-".into(),
+        _ => crate::outbox::time_text(row.due_at),
     }
 }
 
@@ -1084,8 +1084,7 @@ fn budgets(attempts: &[&crate::outbox::AttemptLine]) -> Vec<u32> {
     attempts
         .iter()
         .map(|a| {
-            let stale = a.error.as_deref().is_some_and(|e| e.contains("(stale:"));
-            if !stale {
+            if !a.is_stale() {
                 if last.is_some_and(|prev| a.attempt <= prev) {
                     budget += 1;
                 }
@@ -1103,7 +1102,7 @@ pub fn render_show(
 ) -> String {
     // Oldest first by start time: a stale attempt is recorded late but started early.
     let mut history: Vec<&crate::outbox::AttemptLine> = attempts.iter().collect();
-    history.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    history.sort_by_key(|a| a.started_at);
     let budget_of = budgets(&history);
     let last_budget = budget_of.last().copied().unwrap_or(0);
     // Requests of the current budget: the last budget in the history, unless the row was reset
@@ -1124,16 +1123,18 @@ pub fn render_show(
     } else {
         0
     };
-    let in_flight = i32::from(row.state == "sending");
+    let in_flight = i32::from(row.state == State::Sending);
     let unsent = (row.attempts - sent_now - in_flight).max(0);
-    let last_is_fatal_request =
-        current_is_last && history.last().is_some_and(|a| a.outcome == "dead");
-    let dead_without_request = row.state == "dead" && !last_is_fatal_request;
+    let last_is_fatal_request = current_is_last
+        && history
+            .last()
+            .is_some_and(|a| a.outcome == AttemptOutcome::Dead);
+    let dead_without_request = row.state == State::Dead && !last_is_fatal_request;
 
     let state = if dead_without_request {
         "dead (no request was sent for this outcome: see the last error)".to_string()
     } else {
-        row.state.clone()
+        row.state.to_string()
     };
     let mut notes = Vec::new();
     if row.attempts > 0 && sent_now == 0 && in_flight == 0 {
@@ -1169,9 +1170,11 @@ pub fn render_show(
         state,
         attempts_line,
         due_or_lease(row),
-        row.created_at,
-        row.updated_at,
-        row.done_at.clone().unwrap_or_else(|| "-".into()),
+        crate::outbox::time_text(row.created_at),
+        crate::outbox::time_text(row.updated_at),
+        row.done_at
+            .map(crate::outbox::time_text)
+            .unwrap_or_else(|| "-".into()),
         row.last_status
             .map(|s| s.to_string())
             .unwrap_or_else(|| "-".into()),
@@ -1215,9 +1218,9 @@ pub fn render_show(
                     (i + 1).to_string(),
                     budget.to_string(),
                     a.attempt.to_string(),
-                    a.started_at.clone(),
+                    crate::outbox::time_text(a.started_at),
                     format!("{:.1}", a.duration_ms),
-                    a.outcome.clone(),
+                    a.outcome.to_string(),
                     a.http_status.map(|s| s.to_string()).unwrap_or_default(),
                     detail,
                 ]
@@ -1232,18 +1235,22 @@ mod tests {
     use super::*;
     use crate::outbox::{AttemptLine, OutboxRow};
 
+    fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
+        text.parse().unwrap()
+    }
+
     fn row(state: &str, attempts: i32, last_error: Option<&str>) -> OutboxRow {
         OutboxRow {
             id: 7,
             workflow: "partner_phieu_nhap".into(),
             key: "PN-BROKEN".into(),
-            state: state.into(),
+            state: state.parse().unwrap(),
             attempts,
-            due_at: "2026-12-01T10:00:00.000Z".into(),
+            due_at: time("2026-12-01T10:00:00.000Z"),
             last_error: last_error.map(str::to_string),
             last_status: None,
-            created_at: "2026-12-01T09:59:59.000Z".into(),
-            updated_at: "2026-12-01T10:00:00.000Z".into(),
+            created_at: time("2026-12-01T09:59:59.000Z"),
+            updated_at: time("2026-12-01T10:00:00.000Z"),
             done_at: None,
             payload: "{}".into(),
         }
@@ -1252,9 +1259,9 @@ mod tests {
     fn attempt(n: i32, at: &str, outcome: &str, error: Option<&str>) -> AttemptLine {
         AttemptLine {
             attempt: n,
-            started_at: format!("2026-12-01T10:00:{at}.000Z"),
+            started_at: time(&format!("2026-12-01T10:00:{at}.000Z")),
             duration_ms: 1.0,
-            outcome: outcome.into(),
+            outcome: outcome.parse().unwrap(),
             http_status: Some(503),
             error: error.map(str::to_string),
             response_excerpt: None,

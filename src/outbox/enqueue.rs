@@ -19,6 +19,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use sqlx::{PgConnection, Row, SqliteConnection};
 
+use super::sql;
 use super::{State, StoreError};
 
 /// Largest payload accepted, in bytes of JSON text. Documents are invoices, not attachments; a
@@ -141,11 +142,6 @@ fn check_names(workflow: &str, key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn parse_state(s: &str) -> Result<State, StoreError> {
-    s.parse()
-        .map_err(|e: super::state::UnknownState| StoreError::InvalidIntent(e.to_string()))
-}
-
 impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
     fn insert_intent(
         self,
@@ -156,19 +152,16 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
         Box::pin(async move {
             // ON CONFLICT DO NOTHING waits for a concurrent uncommitted insert of the same key and
             // then yields nothing; the SELECT below then sees the committed row.
-            let inserted = sqlx::query(
-                "INSERT INTO ferry_outbox (workflow, key, payload) VALUES ($1, $2, $3::jsonb) \
-                 ON CONFLICT (workflow, key) DO NOTHING RETURNING id",
-            )
-            .bind(workflow)
-            .bind(key)
-            .bind(&payload)
-            // Read to completion (not fetch_optional): the statement's commit, when it runs in
-            // autocommit, happens as it finishes, and its error must reach the caller.
-            .fetch_all(&mut *self)
-            .await?
-            .into_iter()
-            .next();
+            let inserted = sqlx::query(sql::postgres::ENQUEUE)
+                .bind(workflow)
+                .bind(key)
+                .bind(&payload)
+                // Read to completion (not fetch_optional): the statement's commit, when it runs in
+                // autocommit, happens as it finishes, and its error must reach the caller.
+                .fetch_all(&mut *self)
+                .await?
+                .into_iter()
+                .next();
             if let Some(row) = inserted {
                 return Ok(Enqueued {
                     id: row.try_get(0)?,
@@ -176,16 +169,15 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
                     state: State::Pending,
                 });
             }
-            let row =
-                sqlx::query("SELECT id, state FROM ferry_outbox WHERE workflow = $1 AND key = $2")
-                    .bind(workflow)
-                    .bind(key)
-                    .fetch_one(&mut *self)
-                    .await?;
+            let (id, state): (i64, State) = sqlx::query_as(sql::postgres::FIND_INTENT)
+                .bind(workflow)
+                .bind(key)
+                .fetch_one(&mut *self)
+                .await?;
             Ok(Enqueued {
-                id: row.try_get(0)?,
+                id,
                 created: false,
-                state: parse_state(row.try_get(1)?)?,
+                state,
             })
         })
     }
@@ -197,16 +189,12 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
     ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>> {
         Box::pin(async move {
             let (keys, payloads): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
-            let inserted: Vec<(i64, String)> = sqlx::query_as(
-                "INSERT INTO ferry_outbox (workflow, key, payload) \
-                 SELECT $1, k, p::jsonb FROM UNNEST($2::text[], $3::text[]) AS t(k, p) \
-                 ON CONFLICT (workflow, key) DO NOTHING RETURNING id, key",
-            )
-            .bind(workflow)
-            .bind(&keys)
-            .bind(&payloads)
-            .fetch_all(&mut *self)
-            .await?;
+            let inserted: Vec<(i64, String)> = sqlx::query_as(sql::postgres::ENQUEUE_MANY)
+                .bind(workflow)
+                .bind(&keys)
+                .bind(&payloads)
+                .fetch_all(&mut *self)
+                .await?;
             let mut found: std::collections::HashMap<String, Enqueued> = inserted
                 .into_iter()
                 .map(|(id, k)| {
@@ -223,20 +211,19 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
             if found.len() < keys.len() {
                 let missing: Vec<&String> =
                     keys.iter().filter(|k| !found.contains_key(*k)).collect();
-                let existing: Vec<(i64, String, String)> = sqlx::query_as(
-                    "SELECT id, key, state FROM ferry_outbox WHERE workflow = $1 AND key = ANY($2)",
-                )
-                .bind(workflow)
-                .bind(&missing)
-                .fetch_all(&mut *self)
-                .await?;
+                let existing: Vec<(i64, String, State)> =
+                    sqlx::query_as(sql::postgres::FIND_INTENTS)
+                        .bind(workflow)
+                        .bind(&missing)
+                        .fetch_all(&mut *self)
+                        .await?;
                 for (id, k, st) in existing {
                     found.insert(
                         k,
                         Enqueued {
                             id,
                             created: false,
-                            state: parse_state(&st)?,
+                            state: st,
                         },
                     );
                 }
@@ -285,20 +272,17 @@ async fn sqlite_insert(
     key: &str,
     payload: &str,
 ) -> Result<Enqueued, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO ferry_outbox (workflow, key, payload) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (workflow, key) DO NOTHING RETURNING id",
-    )
-    .bind(workflow)
-    .bind(key)
-    .bind(payload)
-    // Read to completion: outside a transaction SQLite commits when the statement finishes, and
-    // fetch_optional would stop after the RETURNING row and lose a failed commit (disk full)
-    // while reporting the intent as stored.
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .next();
+    let inserted = sqlx::query(sql::sqlite::ENQUEUE)
+        .bind(workflow)
+        .bind(key)
+        .bind(payload)
+        // Read to completion: outside a transaction SQLite commits when the statement finishes, and
+        // fetch_optional would stop after the RETURNING row and lose a failed commit (disk full)
+        // while reporting the intent as stored.
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .next();
     if let Some(row) = inserted {
         return Ok(Enqueued {
             id: row.try_get(0)?,
@@ -306,14 +290,14 @@ async fn sqlite_insert(
             state: State::Pending,
         });
     }
-    let row = sqlx::query("SELECT id, state FROM ferry_outbox WHERE workflow = ?1 AND key = ?2")
+    let (id, state): (i64, State) = sqlx::query_as(sql::sqlite::FIND_INTENT)
         .bind(workflow)
         .bind(key)
         .fetch_one(&mut *conn)
         .await?;
     Ok(Enqueued {
-        id: row.try_get(0)?,
+        id,
         created: false,
-        state: parse_state(row.try_get(1)?)?,
+        state,
     })
 }

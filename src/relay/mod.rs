@@ -677,15 +677,7 @@ struct Finished {
 }
 
 fn completion(row: &Claimed, d: Delivery) -> Completion {
-    let c = Completion {
-        id: row.id,
-        token: row.token,
-        key: row.key.clone(),
-        attempt: row.attempt,
-        outcome: d.outcome,
-        record: d.record,
-        on_done: d.on_done,
-    };
+    let c = row.completion(d.outcome, d.record, d.on_done);
     log_delivery(row, &c, d.code.as_deref());
     c
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry::outbox::{Completion, Outcome, Recorded, Store};
+use ferry::outbox::{Completion, Outcome, Recorded, State, Store};
 use ferry::relay::{Relay, RelayConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -115,7 +115,7 @@ async fn duplicate_enqueue_gives_one_row(db: TestDb) {
         .unwrap();
     assert_eq!(count_rows(&db).await, 2);
     let row = db.store.find("onec_invoice", "43").await.unwrap().unwrap();
-    assert_eq!(row.state, "pending");
+    assert_eq!(row.state, State::Pending);
     assert_eq!(row.attempts, 0);
     // The first payload stays.
     let first = db.store.get(a.id).await.unwrap();
@@ -271,7 +271,7 @@ async fn expired_lease_is_recovered_and_stale_completion_refused(db: TestDb) {
         vec![Recorded::Stale]
     );
     let row = db.store.get(e.id).await.unwrap();
-    assert_eq!(row.state, "done");
+    assert_eq!(row.state, State::Done);
     assert_eq!(row.attempts, 2, "the lost attempt counts");
     let history = db.store.attempts(e.id).await.unwrap();
     assert_eq!(history.len(), 2);
@@ -322,8 +322,8 @@ async fn reset_from_dead_by_sql_delivers_again(db: TestDb) {
     let relay = Relay::new(db.store.clone(), sink.clone(), fast_config());
     let r = relay.drain().await.unwrap();
     assert_eq!((r.done, r.dead, r.retried), (1, 1, 1));
-    assert_eq!(db.state_of(good.id).await, "done");
-    assert_eq!(db.state_of(later.id).await, "retry_wait");
+    assert_eq!(db.state_of(good.id).await, State::Done);
+    assert_eq!(db.state_of(later.id).await, State::RetryWait);
     // ferry_dead shows the reason and attempts.
     assert_eq!(db.scalar("SELECT count(*) FROM ferry_dead").await, 1);
     assert_eq!(
@@ -332,15 +332,15 @@ async fn reset_from_dead_by_sql_delivers_again(db: TestDb) {
     );
     // ferry_status: one dead row of w, one retry_wait row of w2, done rows not listed.
     let status = db.store.status().await.unwrap();
-    let lines: Vec<(String, String, i64)> = status
+    let lines: Vec<(String, State, i64)> = status
         .iter()
-        .map(|s| (s.workflow.clone(), s.state.clone(), s.rows))
+        .map(|s| (s.workflow.clone(), s.state, s.rows))
         .collect();
     assert_eq!(
         lines,
         vec![
-            ("w".into(), "dead".into(), 1),
-            ("w2".into(), "retry_wait".into(), 1)
+            ("w".into(), State::Dead, 1),
+            ("w2".into(), State::RetryWait, 1)
         ]
     );
     // The retry_wait row is not due: another drain leaves it.
@@ -361,7 +361,7 @@ async fn reset_from_dead_by_sql_delivers_again(db: TestDb) {
     assert_eq!(db.scalar("SELECT count(*) FROM ferry_dead").await, 0);
     let r = relay.drain().await.unwrap();
     assert_eq!(r.done, 2, "both reset rows are due at once");
-    assert_eq!(db.state_of(bad.id).await, "done");
+    assert_eq!(db.state_of(bad.id).await, State::Done);
     assert_eq!(db.store.get(bad.id).await.unwrap().attempts, 1);
     let history = db.store.attempts(bad.id).await.unwrap();
     assert_eq!(
@@ -386,7 +386,7 @@ async fn database_refuses_unknown_states(db: TestDb) {
         .await
         .unwrap_err();
     assert!(err.to_string().to_lowercase().contains("check"), "{err}");
-    assert_eq!(db.state_of(e.id).await, "pending");
+    assert_eq!(db.state_of(e.id).await, State::Pending);
     assert!(db
         .exec("INSERT INTO ferry_outbox (workflow, key, payload, state) VALUES ('w', 'x', '{}', 'bogus')")
         .await
@@ -410,7 +410,7 @@ async fn database_refuses_unknown_states(db: TestDb) {
     assert!(
         wait_until(Duration::from_secs(10), || async {
             relay.drain().await.unwrap();
-            db.state_of(e.id).await == "done"
+            db.state_of(e.id).await == State::Done
         })
         .await
     );
@@ -425,7 +425,7 @@ async fn database_refuses_unknown_states(db: TestDb) {
         err.to_string().contains("illegal state transition"),
         "{err}"
     );
-    assert_eq!(db.state_of(e.id).await, "done");
+    assert_eq!(db.state_of(e.id).await, State::Done);
     // The store's own reset says why in words.
     let err = db.store.reset(e.id).await.unwrap_err();
     assert!(
@@ -443,7 +443,7 @@ async fn cancel_and_release(db: TestDb) {
         .await
         .unwrap();
     let row = db.store.get(a.id).await.unwrap();
-    assert_eq!(row.state, "dead");
+    assert_eq!(row.state, State::Dead);
     assert!(row.last_error.unwrap().contains("refunded"));
     let b = db.store.enqueue("w", "b", &json!({})).await.unwrap();
     let claimed = db

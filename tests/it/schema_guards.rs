@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry::outbox::{
-    AttemptRecord, Completion, DatabaseUrl, OnDoneSql, Outcome, Recorded, Store, StoreConfig,
-    CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
+    AttemptOutcome, AttemptRecord, Completion, DatabaseUrl, OnDoneSql, Outcome, Recorded, State,
+    Store, StoreConfig, CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
 };
 use serde_json::json;
 
@@ -306,7 +306,7 @@ async fn rows_from_before_the_migration(db: TestDb) {
         };
     for key in ["big", "big-sending"] {
         let row = store.find("w", key).await.unwrap().unwrap();
-        assert_eq!(row.state, "dead", "{key}");
+        assert_eq!(row.state, State::Dead, "{key}");
         let reason = row.last_error.unwrap_or_default();
         assert!(
             reason.contains("over the limit of 1048576 bytes")
@@ -600,7 +600,7 @@ async fn deleted_while_held_is_gone(db: TestDb) {
     let d = db.store.attempts(ids["d"]).await.unwrap();
     assert_eq!(d.len(), 2);
     assert!(d[1].error.as_deref().unwrap().contains("stale"), "{d:?}");
-    assert_eq!(db.state_of(ids["d"]).await, "pending");
+    assert_eq!(db.state_of(ids["d"]).await, State::Pending);
     // A release (nothing attempted) of a deleted row is Gone too.
     let e = db.store.enqueue("w", "e", &json!({})).await.unwrap();
     let held = db.store.claim(10, LEASE, &[]).await.unwrap();
@@ -711,6 +711,6 @@ async fn attempt_outcome_aborted_allowed(db: TestDb) {
     assert!(err.to_string().to_lowercase().contains("check"), "{err}");
     let history = db.store.attempts(e.id).await.unwrap();
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].outcome, "aborted");
+    assert_eq!(history[0].outcome, AttemptOutcome::Aborted);
 }
 both_backends!(aborted_outcome, attempt_outcome_aborted_allowed);
