@@ -11,8 +11,9 @@
 //!                               └──────────── outcome (done / retry / dead) ◀──┘
 //! ```
 //!
-//! * [`outbox`]: the persisted state machine, enqueue, and the store per backend (PostgreSQL,
-//!   SQLite).
+//! * [`outbox`]: the persisted state machine, enqueue, and the store: a façade over a written
+//!   backend contract ([`outbox::OutboxBackend`]) implemented for PostgreSQL and SQLite, with
+//!   each backend's SQL in files of its own ([`outbox::sql`]).
 //! * [`relay`]: claiming, leases, wake-ups, concurrency, graceful shutdown.
 //! * [`delivery`]: the HTTP client per target, auth, outcome classification, circuit breaker.
 //! * [`workflow`]: the workflow files (`workflows/*.toml`): raw serde structs validated into
