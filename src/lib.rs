@@ -31,13 +31,17 @@ pub mod cli;
 pub mod config;
 pub mod cron;
 pub mod delivery;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod documents;
 pub mod export;
 pub mod ops;
 pub mod outbox;
 pub mod relay;
+pub mod service;
+#[cfg(feature = "demo")]
 pub mod testkit;
+pub mod text;
 pub mod workflow;
 
 pub use outbox::{enqueue, enqueue_many, Enqueued, Store, StoreConfig, StoreError};
