@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::sync::Semaphore;
 
 use crate::documents::DocumentKind;
@@ -53,8 +53,6 @@ pub enum DeliveryError {
         target: String,
         cause: reqwest::Error,
     },
-    #[error("workflow {workflow}: {problem}")]
-    Workflow { workflow: String, problem: String },
 }
 
 /// Something a delivery observer wants to know (metrics, the demo's progress).
@@ -113,12 +111,6 @@ impl HttpDeliverer {
                     t
                 }
             };
-            let method = reqwest::Method::from_bytes(wf.method.as_bytes()).map_err(|_| {
-                DeliveryError::Workflow {
-                    workflow: wf.name.clone(),
-                    problem: format!("unusable method {}", wf.method),
-                }
-            })?;
             let mut headers = HeaderMap::new();
             headers.insert(
                 reqwest::header::CONTENT_TYPE,
@@ -128,21 +120,8 @@ impl HttpDeliverer {
                 reqwest::header::ACCEPT,
                 HeaderValue::from_static("application/json"),
             );
-            for (k, v) in &wf.headers {
-                let name = HeaderName::from_bytes(k.as_bytes());
-                let value = HeaderValue::from_str(v);
-                match (name, value) {
-                    (Ok(n), Ok(mut v)) => {
-                        v.set_sensitive(true);
-                        headers.insert(n, v);
-                    }
-                    _ => {
-                        return Err(DeliveryError::Workflow {
-                            workflow: wf.name.clone(),
-                            problem: format!("unusable header {k}"),
-                        })
-                    }
-                }
+            for (name, value) in &wf.headers {
+                headers.insert(name, value.clone());
             }
             if let Some(v) = auth_header(&wf.target.auth) {
                 headers.insert(reqwest::header::AUTHORIZATION, v);
@@ -162,11 +141,8 @@ impl HttpDeliverer {
                 WorkflowRuntime {
                     workflow: wf.clone(),
                     target,
-                    method,
-                    url: reqwest::Url::parse(&wf.url()).map_err(|e| DeliveryError::Workflow {
-                        workflow: wf.name.clone(),
-                        problem: format!("unusable URL: {e}"),
-                    })?,
+                    method: wf.method.clone(),
+                    url: wf.endpoint.clone(),
                     headers,
                     on_done,
                 },
