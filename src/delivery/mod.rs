@@ -423,10 +423,11 @@ async fn exchange(job: &Job<'_>) -> Exchange {
     let mut first: Option<(DateTime<Utc>, Instant)> = None;
     let mut renewed = false;
     loop {
-        let credential = match authenticate(auth).await {
+        let asked = (Utc::now(), Instant::now());
+        let credential = match authenticate(job.target).await {
             Ok(credential) => credential,
-            Err((failure, started_at, began)) => {
-                let (started_at, began) = first.unwrap_or((started_at, began));
+            Err(failure) => {
+                let (started_at, began) = first.unwrap_or(asked);
                 return Exchange {
                     result: Err(failure),
                     started_at,
@@ -459,14 +460,14 @@ async fn exchange(job: &Job<'_>) -> Exchange {
     }
 }
 
-/// Stage 3: the target's credential; on failure, with when trying began (for the record).
-async fn authenticate(
-    auth: &dyn Authenticator,
-) -> Result<Option<HeaderValue>, (AuthFailure, DateTime<Utc>, Instant)> {
-    let (started_at, began) = (Utc::now(), Instant::now());
-    auth.credential()
-        .await
-        .map_err(|failure| (failure, started_at, began))
+/// Stage 3: the target's credential (`None`: send no `Authorization`).
+async fn authenticate(target: &TargetRuntime) -> Result<Option<HeaderValue>, AuthFailure> {
+    let credential = target.auth.credential().await;
+    if let Err(failure) = &credential {
+        // The attempt's outcome is logged with the reason by the relay; this names the target.
+        tracing::debug!(target_name = %target.name, ?failure, "no credential for the target");
+    }
+    credential
 }
 
 /// Stage 4's judgement: what the answer (or the failure to authenticate) means.
