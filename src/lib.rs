@@ -14,9 +14,11 @@
 //! * [`outbox`]: the persisted state machine, enqueue, and the store per backend (PostgreSQL,
 //!   SQLite).
 //! * [`relay`]: claiming, leases, wake-ups, concurrency, graceful shutdown.
-//! * [`delivery`]: the HTTP client per target, auth, outcome classification, circuit breaker.
-//! * [`workflow`]: the workflow files (`workflows/*.toml`): raw serde structs validated into
-//!   types that cannot be invalid; retry policies.
+//! * [`delivery`]: a delivery in stages (prepare → admit → authenticate → send → judge →
+//!   conclude), with an authenticator per target and a response rule per workflow as seams;
+//!   outcome classification in one place; circuit breaker.
+//! * [`workflow`]: the workflow files (`workflows/*.toml`): one set of serde structs, validated
+//!   into types that cannot be invalid; retry policies.
 //! * [`documents`]: typed documents and their validation (1C invoice, phiếu nhập/xuất, hóa đơn).
 //! * [`export`]: the 1C invoice flow (paid orders only, never twice, flag set on success).
 //! * [`ops`]: metrics, the health/metrics HTTP endpoints, logging; [`cron`]: periodic jobs.

@@ -2,6 +2,7 @@
 
 mod binary;
 mod delivery;
+mod delivery_seams;
 mod faults;
 mod helpers;
 mod hostile;
