@@ -11,6 +11,12 @@
 //!                               └──────────── outcome (done / retry / dead) ◀──┘
 //! ```
 //!
+//! Front doors (the `ferry` binary's [`cli`], the demo, a console) call the [`service`] layer:
+//! it builds and runs the engine once for everyone ([`service::Engine`], [`service::run_daemon`])
+//! and holds the typed operator actions ([`service::Operator`]). Imports point inward only:
+//! `cli`/`demo` → `service` → `relay`/`delivery` → `outbox`/`workflow`/`documents`.
+//!
+//! * [`service`]: the engine builder and the operator actions.
 //! * [`outbox`]: the persisted state machine, enqueue, and the store per backend (PostgreSQL,
 //!   SQLite).
 //! * [`relay`]: claiming, leases, wake-ups, concurrency, graceful shutdown.
@@ -23,7 +29,9 @@
 //! * [`export`]: the 1C invoice flow (paid orders only, never twice, flag set on success).
 //! * [`ops`]: metrics, the health/metrics HTTP endpoints, logging; [`cron`]: periodic jobs.
 //! * [`config`]: settings in layers (defaults, file, environment, flags), validated.
-//! * [`testkit`]: a scriptable HTTP/1.1 target on loopback, used by the tests and the demo.
+//! * [`cli`]: parsing and rendering; [`text`]: plain-text helpers shared by the front doors.
+//! * `testkit` and `demo` (cargo feature `demo`, on by default): a scriptable HTTP/1.1 target on
+//!   loopback, used by the tests and the demo; the zero-configuration demo.
 //!
 //! Delivery is at least once: every request carries `Idempotency-Key: <outbox id>`, stable across
 //! retries and crashes, and a duplicate can only come from a crash between a delivery and the
