@@ -1,6 +1,6 @@
 //! The `ferry` command line: argument parsing and one function per command. Each command calls
 //! the service layer ([`crate::service`]: the engine and the operator actions) and renders what
-//! it returns ([`render`]); nothing here assembles the engine or is needed to use Ferry as a
+//! it returns (`render.rs`); nothing here assembles the engine or is needed to use Ferry as a
 //! crate.
 
 mod render;
