@@ -26,7 +26,8 @@ use ferry::outbox::{
     AttemptRecord, Claimed, Completion, DatabaseUrl, Outcome, Store, StoreConfig,
     CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
 };
-use ferry::relay::{Deliver, Relay, RelayConfig};
+use ferry::relay::{Deliver, RelayConfig};
+use ferry::service::Engine;
 use ferry::testkit::TargetServer;
 use ferry::workflow::Registry;
 use futures_util::StreamExt;
@@ -801,24 +802,15 @@ async fn run_relay_until_done(
     n: usize,
     config: RelayConfig,
 ) -> Result<(f64, f64, f64)> {
-    let relay = Arc::new(Relay::new(
-        db.store.clone(),
-        Arc::new(env.deliverer()?),
-        config,
-    ));
-    let stats = relay.stats();
-    let stop = CancellationToken::new();
+    // The engine as `ferry run` builds it (service layer), on a task of its own.
     let cpu = CpuSplit::start(clk_tck());
     let t = Instant::now();
-    let handle = {
-        let relay = relay.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { relay.run(stop).await })
-    };
+    let engine = Engine::http(db.store.clone(), &env.registry, config)?.spawn();
+    let stats = engine.stats();
     let deadline = t + Duration::from_secs(600);
     while (stats.done.load(Ordering::Relaxed) as usize) < n {
         if Instant::now() > deadline {
-            stop.cancel();
+            engine.stop().await;
             bail!(
                 "relay did not finish {n} rows in 600 s (done {})",
                 stats.done.load(Ordering::Relaxed)
@@ -828,8 +820,7 @@ async fn run_relay_until_done(
     }
     let secs = t.elapsed().as_secs_f64();
     let (me, pg) = cpu.stop();
-    stop.cancel();
-    handle.await?;
+    engine.stop().await;
     let done = db.done().await?;
     if done != n as i64 {
         bail!("expected {n} done rows, found {done}");
@@ -982,17 +973,7 @@ async fn scenario_pickup(env: &mut Env, bk: Bk) -> Result<()> {
         config: db.config.clone(),
         path: None,
     };
-    let relay = Arc::new(Relay::new(
-        db.store.clone(),
-        Arc::new(env.deliverer()?),
-        RelayConfig::default(),
-    ));
-    let stop = CancellationToken::new();
-    let handle = {
-        let relay = relay.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { relay.run(stop).await })
-    };
+    let engine = Engine::http(db.store.clone(), &env.registry, RelayConfig::default())?.spawn();
     tokio::time::sleep(Duration::from_millis(500)).await;
     while env.markers.try_recv().is_ok() {}
 
@@ -1045,8 +1026,7 @@ async fn scenario_pickup(env: &mut Env, bk: Bk) -> Result<()> {
         &busy,
         false,
     );
-    stop.cancel();
-    handle.await?;
+    engine.stop().await;
     let live = db.live().await?;
     if live != 0 {
         eprintln!("pickup: {live} rows still live after stop ({enqueued} background rows)");

@@ -11,19 +11,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use crate::cli::table;
-use crate::delivery::HttpDeliverer;
-use crate::ops::{LogConfig, LogFormat, Metrics, MetricsObserver};
+use crate::ops::{LogConfig, LogFormat, Metrics};
 use crate::outbox::{DatabaseUrl, ListFilter, State, Store, StoreConfig};
-use crate::relay::{Relay, RelayConfig};
+use crate::relay::RelayConfig;
+use crate::service::Engine;
 use crate::testkit::{Reply, TargetServer};
+use crate::text::table;
 use crate::workflow::Registry;
 
 /// Options of `ferry demo`.
@@ -88,7 +86,7 @@ fn demo_log_file() -> Option<String> {
 /// The closing hints: commands that work when pasted into a shell in the working directory.
 /// `dead_id` is a real dead row to show (the demo always leaves two).
 pub fn hints(db: &std::path::Path, dead_id: Option<i64>, ferry: &str) -> Vec<String> {
-    use crate::cli::{shell_quote, shell_quote_sql};
+    use crate::text::{shell_quote, shell_quote_sql};
     let file = shell_quote(&db.display().to_string());
     let url = format!(
         "DATABASE_URL={}",
@@ -321,12 +319,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         total - args.orders
     );
 
-    let metrics = Arc::new(Metrics::new());
-    let deliverer =
-        HttpDeliverer::new(&registry)?.with_observer(Arc::new(MetricsObserver(metrics.clone())));
-    let relay = Relay::new(
+    let engine = Engine::http(
         store.clone(),
-        Arc::new(deliverer),
+        &registry,
         RelayConfig {
             concurrency: 32,
             batch_size: 64,
@@ -335,11 +330,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             shutdown_grace: Duration::from_secs(5),
             ..RelayConfig::default()
         },
-    )
-    .with_observer(Arc::new(MetricsObserver(metrics.clone())));
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let relay_task = tokio::spawn(async move { relay.run(s).await });
+    )?
+    .spawn();
+    let metrics = engine.metrics();
 
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -374,8 +367,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     bar.finish();
-    stop.cancel();
-    let _ = relay_task.await;
+    engine.stop().await;
     if !settled {
         bail!(
             "the demo did not settle within 120 s; see {}",
@@ -467,7 +459,7 @@ async fn summary(
             limit: 100,
         })
         .await?;
-    let ferry = crate::cli::program();
+    let ferry = crate::text::program();
     println!("\nDead rows (kept with their reason; once the cause is fixed, `{ferry} retry <id>` resets one):");
     for d in &dead {
         println!(

@@ -1179,3 +1179,62 @@ async fn shutdown_is_bounded_while_the_database_is_down() {
     }
     relay.stop().await;
 }
+
+/// Readiness reflects a relay that cannot claim: with its table gone the database still answers
+/// a ping, but every claim fails, so `/readyz` must say 503 (and 200 again once claims work).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reflects_a_relay_that_cannot_claim() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let tmp = TempDir::new();
+    let port = free_port();
+    let env = Env::for_db(&tmp, &db)
+        .targets("http://127.0.0.1:9")
+        .set("FERRY_METRICS_ADDR", &format!("127.0.0.1:{port}"))
+        .set("FERRY_POLL_INTERVAL", "50ms");
+    let mut relay = Proc::spawn(&env, &["run"], "relay");
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let get = |url: String| async move {
+        match reqwest::Client::new()
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            get(ready.clone()).await.0 == 200
+        })
+        .await,
+        "never ready\n{}",
+        relay.output()
+    );
+    db.exec("ALTER TABLE ferry_outbox RENAME TO ferry_outbox_away")
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            let (status, body) = get(ready.clone()).await;
+            status == 503 && body.contains("cannot claim")
+        })
+        .await,
+        "/readyz kept saying ready while claims failed: {:?}\n{}",
+        get(ready.clone()).await,
+        relay.output()
+    );
+    db.exec("ALTER TABLE ferry_outbox_away RENAME TO ferry_outbox")
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            get(ready.clone()).await.0 == 200
+        })
+        .await,
+        "not ready again after claims work\n{}",
+        relay.output()
+    );
+    relay.stop().await;
+}

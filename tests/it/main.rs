@@ -3,6 +3,7 @@
 mod binary;
 mod contract;
 mod delivery;
+mod delivery_seams;
 mod faults;
 mod helpers;
 mod hostile;
