@@ -18,7 +18,8 @@ pub struct ProcessStats {
     pub cpu_seconds: f64,
     pub resident_memory_bytes: f64,
     pub virtual_memory_bytes: f64,
-    pub start_time_seconds: f64,
+    /// `None` when `/proc/stat` (the boot time) is hidden, e.g. by systemd's `ProcSubset=pid`.
+    pub start_time_seconds: Option<f64>,
     pub open_fds: f64,
     pub max_fds: Option<f64>,
 }
@@ -49,11 +50,11 @@ fn read_linux() -> Option<ProcessStats> {
 
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let fields = parse_stat(&stat)?;
-    let boot = (*BOOT_TIME.get_or_init(|| {
+    let boot = *BOOT_TIME.get_or_init(|| {
         std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|s| parse_btime(&s))
-    }))?;
+    });
     let resident = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| parse_vm_rss(&s))?;
@@ -65,7 +66,7 @@ fn read_linux() -> Option<ProcessStats> {
         cpu_seconds: (fields.utime + fields.stime) as f64 / USER_HZ,
         resident_memory_bytes: resident,
         virtual_memory_bytes: fields.vsize as f64,
-        start_time_seconds: boot + fields.starttime as f64 / USER_HZ,
+        start_time_seconds: boot.map(|b| b + fields.starttime as f64 / USER_HZ),
         open_fds,
         max_fds,
     })
@@ -143,7 +144,7 @@ pub(crate) fn render(out: &mut String, stats: Option<&ProcessStats>) {
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds.",
                 "gauge",
-                Some(s.start_time_seconds),
+                s.start_time_seconds,
             ),
             (
                 "process_open_fds",
@@ -237,8 +238,9 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        assert!(s.start_time_seconds <= now + 1.0, "{s:?}");
-        assert!(s.start_time_seconds > now - 7.0 * 86_400.0, "{s:?}");
+        let start = s.start_time_seconds.expect("/proc/stat is readable");
+        assert!(start <= now + 1.0, "{s:?}");
+        assert!(start > now - 7.0 * 86_400.0, "{s:?}");
         assert!(s.resident_memory_bytes > 1e5, "{s:?}");
         assert!(s.virtual_memory_bytes >= s.resident_memory_bytes, "{s:?}");
         assert!(s.open_fds >= 3.0, "{s:?}");

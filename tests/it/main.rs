@@ -2,6 +2,7 @@
 
 mod binary;
 mod delivery;
+mod deploy_kit;
 mod faults;
 mod helpers;
 mod hostile;
