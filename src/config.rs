@@ -194,8 +194,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "FERRY_PRUNE_SCHEDULE",
         default: "0 17 3 * * *",
-        allowed: Allowed::Text("a cron expression that fires again"),
-        what: "cron schedule of the prune job (sec min hour day month weekday)",
+        allowed: Allowed::Text(
+            "a cron expression: 5 fields (min hour day month weekday) or 6 with seconds first, optionally after CRON_TZ=<zone>",
+        ),
+        what: "cron schedule of the prune job (UTC unless it starts with CRON_TZ=<zone>)",
     },
     DB_MAX_CONNECTIONS,
 ];
@@ -471,18 +473,8 @@ impl Config {
             .get("FERRY_PRUNE_SCHEDULE")
             .unwrap_or("0 17 3 * * *")
             .to_string();
-        let schedule = prune_schedule.parse::<cron::Schedule>().map_err(|e| {
-            bad(
-                "FERRY_PRUNE_SCHEDULE",
-                format!("'{prune_schedule}' is not a cron expression: {e}"),
-            )
-        })?;
-        if schedule.upcoming(chrono::Utc).next().is_none() {
-            return Err(bad(
-                "FERRY_PRUNE_SCHEDULE",
-                format!("'{prune_schedule}' never fires again (a year in the past?)"),
-            ));
-        }
+        crate::cron::Schedule::parse(&prune_schedule)
+            .map_err(|e| bad("FERRY_PRUNE_SCHEDULE", format!("'{prune_schedule}' {e}")))?;
         Ok(Config {
             store,
             workflows_dir: PathBuf::from(src.get("FERRY_WORKFLOWS").unwrap_or("./workflows")),
@@ -677,6 +669,24 @@ mod tests {
             let c = Config::from_sources(&src(&[("FERRY_METRICS_ADDR", addr)])).unwrap();
             assert_eq!(c.metrics_addr.as_deref(), Some(addr));
         }
+        for schedule in [
+            "17 3 * * *",
+            "0 17 3 * * *",
+            "CRON_TZ=Europe/Moscow 0 3 * * *",
+            "@daily",
+        ] {
+            let c = Config::from_sources(&src(&[("FERRY_PRUNE_SCHEDULE", schedule)])).unwrap();
+            assert_eq!(c.prune_schedule, schedule);
+        }
+        let e = error(&[("FERRY_PRUNE_SCHEDULE", "0 3 * * * * * *")]);
+        assert!(
+            e.starts_with("FERRY_PRUNE_SCHEDULE: '0 3 * * * * * *' has 8 fields"),
+            "{e}"
+        );
+        let e = error(&[("FERRY_PRUNE_SCHEDULE", "0 25 * * *")]);
+        assert!(e.contains("hour field '25'"), "{e}");
+        let e = error(&[("FERRY_PRUNE_SCHEDULE", "CRON_TZ=Moscow 0 3 * * *")]);
+        assert!(e.contains("unknown time zone 'Moscow'"), "{e}");
         let c = Config::from_sources(&src(&[("FERRY_SCHEMA", "ferry_t_01")])).unwrap();
         assert_eq!(c.store.schema.as_deref(), Some("ferry_t_01"));
     }

@@ -640,6 +640,7 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
     let broken = !report.errors.is_empty();
     let none_configured = !broken && registry.is_empty();
     let ok = !broken && !none_configured && (!strict || unconfigured.is_empty());
+    let schedules = cron_schedules(ctx, registry);
     if ctx.json {
         let valid: Vec<_> = registry
             .iter()
@@ -664,6 +665,12 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
                 "configured": valid,
                 "unconfigured": unconfigured,
                 "errors": errors,
+                "schedules": schedules.iter().map(|(job, s)| serde_json::json!({
+                    "job": job,
+                    "schedule": s.as_str(),
+                    "timezone": s.timezone().map_or("UTC", |tz| tz.name()),
+                    "next": s.upcoming_after(chrono::Utc::now(), 3),
+                })).collect::<Vec<_>>(),
             }))?
         );
         return Ok(if ok {
@@ -703,6 +710,7 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
         }
         print!("{s}");
     }
+    print!("{}", render_schedules(&schedules, chrono::Utc::now()));
     if none_configured {
         eprintln!(
             "ferry: no workflow in {} is configured; set the variables of at least one (`ferry run` refuses to start until then):\n{}",
@@ -738,6 +746,43 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
     })
 }
 
+/// The cron jobs `run` would schedule: prune, and the reconcile sweep of each configured
+/// workflow that has one.
+fn cron_schedules(ctx: &Ctx, registry: &Registry) -> Vec<(String, crate::cron::Schedule)> {
+    let mut jobs = Vec::new();
+    // Validated with the configuration; a schedule that has stopped firing since is left out.
+    if let Ok(prune) = crate::cron::Schedule::parse(&ctx.config.prune_schedule) {
+        jobs.push(("prune".to_string(), prune));
+    }
+    for w in registry.iter() {
+        if let Some(r) = &w.reconcile {
+            jobs.push((format!("reconcile:{}", w.name), r.schedule.clone()));
+        }
+    }
+    jobs
+}
+
+/// `cron jobs:` and each job's schedule with its next three runs.
+fn render_schedules(
+    jobs: &[(String, crate::cron::Schedule)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let mut s = String::from("cron jobs (next three runs):\n");
+    for (job, schedule) in jobs {
+        let next: Vec<String> = schedule
+            .upcoming_after(now, 3)
+            .into_iter()
+            .map(|t| schedule.show(t))
+            .collect();
+        s.push_str(&format!(
+            "  {job:<20} {:<24} {}\n",
+            schedule.as_str(),
+            next.join(", ")
+        ));
+    }
+    s
+}
+
 async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let config = &ctx.config;
     let _log = crate::ops::logging::init(&LogConfig {
@@ -758,10 +803,8 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         Some(a) => Some(a.to_string()),
         None => config.metrics_addr.clone(),
     };
-    let prune: cron::Schedule = config
-        .prune_schedule
-        .parse()
-        .map_err(|e| anyhow!("FERRY_PRUNE_SCHEDULE: {e}"))?;
+    let prune = crate::cron::Schedule::parse(&config.prune_schedule)
+        .map_err(|e| anyhow!("FERRY_PRUNE_SCHEDULE: '{}' {e}", config.prune_schedule))?;
     let store = ctx.store().await?;
     if !args.no_migrate {
         store.migrate().await.context("applying migrations")?;
