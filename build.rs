@@ -1,4 +1,5 @@
-//! Records the git commit the binary is built from, for `ferry_build_info{git="…"}`.
+//! Records the git commit the binary is built from, for `ferry_build_info{git="…"}`, and makes
+//! cargo rebuild when a migration is added.
 //!
 //! `FERRY_GIT_COMMIT` wins when set (a packaging pipeline building from a source tarball);
 //! otherwise `git rev-parse` in the source tree; `unknown` when neither is available (a build
@@ -18,6 +19,9 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     println!("cargo:rerun-if-env-changed=FERRY_GIT_COMMIT");
     println!("cargo:rerun-if-changed=build.rs");
+    // sqlx::migrate! embeds migrations/ at compile time but cannot tell cargo to rebuild when a
+    // migration is added; this does (sqlx's documented remedy).
+    println!("cargo:rerun-if-changed=migrations");
     for path in ["HEAD", "logs/HEAD"] {
         if let Some(p) = git(&["rev-parse", "--git-path", path]) {
             println!("cargo:rerun-if-changed={p}");

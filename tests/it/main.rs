@@ -3,6 +3,7 @@
 mod binary;
 mod delivery;
 mod deploy_kit;
+mod enqueue_function;
 mod faults;
 mod helpers;
 mod hostile;
