@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a database of its own per test, on both backends.
 
 mod binary;
+mod cli_polish;
 mod delivery;
 mod deploy_kit;
 mod enqueue_function;
