@@ -197,7 +197,7 @@ pub const SETTINGS: &[Setting] = &[
         allowed: Allowed::Text(
             "a cron expression: 5 fields (min hour day month weekday) or 6 with seconds first, optionally after CRON_TZ=<zone>",
         ),
-        what: "cron schedule of the prune job (UTC unless it starts with CRON_TZ=<zone>)",
+        what: "cron schedule of the prune job: 5 fields, or 6 with seconds first; UTC unless it starts with CRON_TZ=<zone>",
     },
     DB_MAX_CONNECTIONS,
 ];
