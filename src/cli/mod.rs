@@ -5,7 +5,9 @@
 
 mod render;
 
-use render::{dead_hint, due_or_lease, render_show, retry_command, unconfigured_lines};
+use render::{
+    dead_hint, detail_json, due_or_lease, render_show, retry_command, row_json, unconfigured_lines,
+};
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Allowed, Config, Sources, SETTINGS};
@@ -49,7 +51,7 @@ pub struct Cli {
     /// A TOML config file (settings in lower case); environment variables override it.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Print machine-readable JSON instead of tables.
+    /// Print machine-readable JSON instead of tables (payloads as JSON values).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -107,6 +109,14 @@ enum Command {
         #[command(subcommand)]
         command: WorkflowsCommand,
     },
+    /// Print a shell completion script: `ferry completions bash > /etc/bash_completion.d/ferry`,
+    /// `ferry completions zsh > "${fpath[1]}/_ferry"`, `ferry completions fish > ~/.config/fish/completions/ferry.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `ferry man > /usr/local/share/man/man1/ferry.1`.
+    Man,
     /// Export an order's invoice to 1C (only if paid; never twice).
     ExportInvoice {
         order_id: String,
@@ -275,7 +285,46 @@ fn init_cli_logging(config: &Config) {
     .map(std::mem::forget);
 }
 
+/// `ferry completions <shell>`, `ferry man`: generated from the command definition, needing no
+/// configuration (they work where no setting is valid, e.g. while packaging).
+fn print_generated(command: &Command) -> Result<bool> {
+    use std::io::Write;
+    let mut cmd = Cli::command();
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cmd, "ferry", &mut text);
+        }
+        Command::Man => clap_mangen::Man::new(cmd).render(&mut text)?,
+        _ => return Ok(false),
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&text).and_then(|()| out.flush()) {
+        // `ferry man | head` is fine.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing to standard output")
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Warn about `FERRY_*` variables nothing reads (a typo of a setting is otherwise silently
+/// ignored), naming the closest setting. Logged once logging is set up.
+fn warn_unknown_variables(ctx: &Ctx) {
+    let read_by_workflows = crate::config::workflow_variables(&ctx.config.workflows_dir);
+    for unknown in crate::config::unknown_variables(ctx.sources.env.keys(), &read_by_workflows) {
+        tracing::warn!(
+            variable = %unknown.name,
+            suggestion = unknown.suggestion.unwrap_or(""),
+            "{unknown}"
+        );
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    if print_generated(&cli.command)? {
+        return Ok(ExitCode::SUCCESS);
+    }
     let sources = Sources::from_process(cli.config.as_deref())?;
     let config = Config::from_sources(&sources)?;
     let ctx = Ctx {
@@ -287,7 +336,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => return run(&ctx, args).await,
         #[cfg(feature = "demo")]
         Command::Demo(args) => return crate::demo::run(args).await,
-        _ => init_cli_logging(&ctx.config),
+        _ => {
+            init_cli_logging(&ctx.config);
+            warn_unknown_variables(&ctx);
+        }
     }
     match cli.command {
         Command::Migrate => {
@@ -343,7 +395,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 })
                 .await
                 .map_err(hint_migrate_service)?;
-            ctx.print(&rows, || {
+            let json_rows: Vec<serde_json::Value> = rows.iter().map(row_json).collect();
+            ctx.print(&json_rows, || {
                 table(
                     &[
                         "ID",
@@ -380,7 +433,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .show(id)
                 .await
                 .map_err(hint_migrate_service)?;
-            ctx.print(&detail, || render_show(&detail.row, &detail.attempts));
+            ctx.print(&detail_json(&detail.row, &detail.attempts), || {
+                render_show(&detail.row, &detail.attempts)
+            });
         }
         Command::Retry { id, dead, workflow } => {
             let operator = ctx.operator().await?;
@@ -455,6 +510,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         #[cfg(feature = "demo")]
         Command::Demo(_) => unreachable!("handled above"),
         Command::Run(_) => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -536,7 +592,7 @@ async fn export_invoice_command(
         // Nothing will deliver it: say so, why, and how to try again.
         let row = store.get(outbox_id).await?;
         ctx.print(
-            &serde_json::json!({"report": report, "row": row, "retry": retry_command(outbox_id)}),
+            &serde_json::json!({"report": report, "row": row_json(&row), "retry": retry_command(outbox_id)}),
             || {
                 format!(
                     "order {order_id}: its invoice is already in the outbox as row {outbox_id}, which is dead \
@@ -590,31 +646,28 @@ async fn export_invoice_command(
     };
     let attempts = store.attempts(outbox_id).await?;
     let last = attempts.last();
-    ctx.print(
-        &serde_json::json!({"row": row, "attempts": attempts}),
-        || {
-            format!(
-                "order {order_id}: {} after {}{}{}",
-                row.state,
-                plural(row.attempts, "attempt", "attempts"),
-                last.and_then(|a| a.http_status)
-                    .map(|s| format!(", HTTP {s}"))
-                    .unwrap_or_default(),
-                match row.state {
-                    State::Done => format!(
-                        "; 1C answered: {}",
-                        last.and_then(|a| a.response_excerpt.clone())
-                            .unwrap_or_default()
-                    ),
-                    _ => format!(
-                        "; reason: {}\nFix the cause, then retry it: {}",
-                        row.last_error.clone().unwrap_or_default(),
-                        retry_command(outbox_id)
-                    ),
-                }
-            )
-        },
-    );
+    ctx.print(&detail_json(&row, &attempts), || {
+        format!(
+            "order {order_id}: {} after {}{}{}",
+            row.state,
+            plural(row.attempts, "attempt", "attempts"),
+            last.and_then(|a| a.http_status)
+                .map(|s| format!(", HTTP {s}"))
+                .unwrap_or_default(),
+            match row.state {
+                State::Done => format!(
+                    "; 1C answered: {}",
+                    last.and_then(|a| a.response_excerpt.clone())
+                        .unwrap_or_default()
+                ),
+                _ => format!(
+                    "; reason: {}\nFix the cause, then retry it: {}",
+                    row.last_error.clone().unwrap_or_default(),
+                    retry_command(outbox_id)
+                ),
+            }
+        )
+    });
     Ok(if row.state == State::Done {
         ExitCode::SUCCESS
     } else {
@@ -640,6 +693,7 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
     let broken = !report.errors.is_empty();
     let none_configured = !broken && registry.is_empty();
     let ok = !broken && !none_configured && (!strict || unconfigured.is_empty());
+    let schedules = cron_schedules(ctx, registry);
     if ctx.json {
         let valid: Vec<_> = registry
             .iter()
@@ -664,6 +718,12 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
                 "configured": valid,
                 "unconfigured": unconfigured,
                 "errors": errors,
+                "schedules": schedules.iter().map(|(job, s)| serde_json::json!({
+                    "job": job,
+                    "schedule": s.as_str(),
+                    "timezone": s.timezone().map_or("UTC", |tz| tz.name()),
+                    "next": s.upcoming_after(chrono::Utc::now(), 3),
+                })).collect::<Vec<_>>(),
             }))?
         );
         return Ok(if ok {
@@ -703,6 +763,7 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
         }
         print!("{s}");
     }
+    print!("{}", render_schedules(&schedules, chrono::Utc::now()));
     if none_configured {
         eprintln!(
             "ferry: no workflow in {} is configured; set the variables of at least one (`ferry run` refuses to start until then):\n{}",
@@ -738,6 +799,43 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
     })
 }
 
+/// The cron jobs `run` would schedule: prune, and the reconcile sweep of each configured
+/// workflow that has one.
+fn cron_schedules(ctx: &Ctx, registry: &Registry) -> Vec<(String, crate::cron::Schedule)> {
+    let mut jobs = Vec::new();
+    // Validated with the configuration; a schedule that has stopped firing since is left out.
+    if let Ok(prune) = crate::cron::Schedule::parse(&ctx.config.prune_schedule) {
+        jobs.push(("prune".to_string(), prune));
+    }
+    for w in registry.iter() {
+        if let Some(r) = &w.reconcile {
+            jobs.push((format!("reconcile:{}", w.name), r.schedule.clone()));
+        }
+    }
+    jobs
+}
+
+/// `cron jobs:` and each job's schedule with its next three runs.
+fn render_schedules(
+    jobs: &[(String, crate::cron::Schedule)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let mut s = String::from("cron jobs (next three runs):\n");
+    for (job, schedule) in jobs {
+        let next: Vec<String> = schedule
+            .upcoming_after(now, 3)
+            .into_iter()
+            .map(|t| schedule.show(t))
+            .collect();
+        s.push_str(&format!(
+            "  {job:<20} {:<24} {}\n",
+            schedule.as_str(),
+            next.join(", ")
+        ));
+    }
+    s
+}
+
 async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let config = &ctx.config;
     let _log = crate::ops::logging::init(&LogConfig {
@@ -751,6 +849,7 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         file_name: "ferry.log".into(),
         stderr: true,
     })?;
+    warn_unknown_variables(ctx);
     // Everything is checked before anything starts.
     let registry = Arc::new(ctx.registry()?);
     let metrics_addr = match args.metrics_addr.as_deref() {
@@ -758,10 +857,8 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         Some(a) => Some(a.to_string()),
         None => config.metrics_addr.clone(),
     };
-    let prune: cron::Schedule = config
-        .prune_schedule
-        .parse()
-        .map_err(|e| anyhow!("FERRY_PRUNE_SCHEDULE: {e}"))?;
+    let prune = crate::cron::Schedule::parse(&config.prune_schedule)
+        .map_err(|e| anyhow!("FERRY_PRUNE_SCHEDULE: '{}' {e}", config.prune_schedule))?;
     let store = ctx.store().await?;
     if !args.no_migrate {
         store.migrate().await.context("applying migrations")?;

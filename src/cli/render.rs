@@ -4,6 +4,26 @@ use crate::outbox::{AttemptOutcome, State};
 use crate::text::{middle_cut, plural, program, table};
 use crate::workflow::Unconfigured;
 
+/// A row for `--json`: its payload as the JSON value it is, not a string holding JSON.
+pub(super) fn row_json(row: &crate::outbox::OutboxRow) -> serde_json::Value {
+    let mut value = serde_json::to_value(row).unwrap_or_default();
+    if let Some(payload) = value.get_mut("payload") {
+        // The database only holds valid JSON; were it ever not, the text stays a string.
+        if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&row.payload) {
+            *payload = parsed;
+        }
+    }
+    value
+}
+
+/// A row and its attempts for `--json` (`show`, `export-invoice --wait`).
+pub(super) fn detail_json(
+    row: &crate::outbox::OutboxRow,
+    attempts: &[crate::outbox::AttemptLine],
+) -> serde_json::Value {
+    serde_json::json!({ "row": row_json(row), "attempts": attempts })
+}
+
 /// The command that resets row `id` to pending.
 pub(super) fn retry_command(id: i64) -> String {
     format!("{} retry {id}", program())

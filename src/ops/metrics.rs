@@ -10,7 +10,9 @@
 //!
 //! `render` produces the text exposition format 0.0.4 with every family's
 //! `# HELP`/`# TYPE` header and series sorted by label values, so output is
-//! deterministic and diff-friendly in tests.
+//! deterministic and diff-friendly in tests. It ends with the standard
+//! `process_*` families (read from `/proc/self` on Linux) and
+//! `ferry_build_info` (see [`super::process`]).
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -546,6 +548,7 @@ impl Metrics {
         );
         sample(&mut out, "ferry_up", &[], 1.0);
 
+        super::process::render(&mut out, super::process::read().as_ref());
         out
     }
 
@@ -802,6 +805,17 @@ mod tests {
             assert!(text.contains(&format!("# HELP {name} ")), "missing HELP");
         }
         assert!(text.contains("\nferry_up 1\n"));
+        assert!(text.contains("# TYPE ferry_build_info gauge\n"));
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_start_time_seconds",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
+            assert!(text.contains(&format!("\n{name} ")), "{name}: {text}");
+        }
         assert!(text.contains("\nferry_store_errors_total 0\n"));
         assert!(text.contains("\nferry_in_flight 0\n"));
         assert!(text.ends_with('\n'));
@@ -936,8 +950,15 @@ mod tests {
                 r#"ferry_circuit_state{target="https://b.example"} 2"#,
             ]
         );
-        // Rendering twice yields identical text.
-        assert_eq!(text, m.render());
+        // Rendering twice yields identical text (Ferry's own families: the process_* ones
+        // measure the process, which moves on).
+        let own = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.contains("process_"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(own(&text), own(&m.render()));
     }
 
     #[test]

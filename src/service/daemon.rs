@@ -135,7 +135,7 @@ pub struct DaemonOptions {
     /// `/metrics`, `/healthz`, `/readyz` on this address; `None` serves nothing.
     pub metrics_addr: Option<String>,
     /// The prune job's schedule and what it keeps.
-    pub prune: cron::Schedule,
+    pub prune: crate::cron::Schedule,
     pub retention: Duration,
     /// Names this relay in `ferry_cron` (which relay ran a tick).
     pub relay_id: String,

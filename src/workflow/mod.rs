@@ -220,7 +220,7 @@ pub fn peek(dir: &Path, name: &str) -> Result<WorkflowSummary, WorkflowError> {
 /// A periodic sweep that finds documents that should have been exported.
 #[derive(Debug, Clone)]
 pub struct Reconcile {
-    pub schedule: cron::Schedule,
+    pub schedule: crate::cron::Schedule,
     /// The expression as written, for logs.
     pub schedule_text: String,
     pub sql: String,

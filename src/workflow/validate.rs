@@ -9,7 +9,6 @@
 //! exist to catch unit slips such as `"30d"` for `"30s"`.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -195,7 +194,7 @@ fn build(file: &Path, raw: RawWorkflow, problems: &mut Problems<'_>) -> Option<W
     let reconcile = raw.reconcile.and_then(|reconcile| {
         check_sql(problems, "reconcile.sql", &reconcile.sql, RECONCILE_PARAMS);
         let text = reconcile.schedule.trim().to_owned();
-        match cron::Schedule::from_str(&text) {
+        match crate::cron::Schedule::parse(&text) {
             Ok(schedule) => Some(Reconcile {
                 schedule,
                 schedule_text: text,
@@ -205,7 +204,8 @@ fn build(file: &Path, raw: RawWorkflow, problems: &mut Problems<'_>) -> Option<W
                 problems.at(
                     "reconcile.schedule",
                     format!(
-                        "invalid cron expression {text:?}: {e} (6 or 7 fields: sec min hour day-of-month month day-of-week [year])"
+                        "invalid cron expression {text:?}: {e} ({})",
+                        crate::cron::SCHEDULE_FORMS
                     ),
                 );
                 None

@@ -1,9 +1,12 @@
 //! The integration tests: one binary, a database of its own per test, on both backends.
 
 mod binary;
+mod cli_polish;
 mod contract;
 mod delivery;
 mod delivery_seams;
+mod deploy_kit;
+mod enqueue_function;
 mod faults;
 mod helpers;
 mod hostile;
