@@ -55,4 +55,7 @@ pub mod testkit;
 pub mod text;
 pub mod workflow;
 
-pub use outbox::{enqueue, enqueue_many, Enqueued, Store, StoreConfig, StoreError};
+pub use outbox::{
+    enqueue, enqueue_many, enqueue_many_ordered, enqueue_ordered, Enqueued, Store, StoreConfig,
+    StoreError,
+};

@@ -92,6 +92,28 @@ enum Command {
         #[arg(long, requires = "dead")]
         workflow: Option<String>,
     },
+    /// Release a dead row from its ordering group: it stays dead (recorded: when, by whom,
+    /// why), and the later rows of its group are delivered without it.
+    Release {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Pause a workflow (or --target: all its workflows) for every relay, within a second.
+    Pause {
+        /// The workflow (or the target, with --target).
+        workflow: Option<String>,
+        #[arg(long, conflicts_with = "workflow")]
+        target: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused workflow (or --target).
+    Resume {
+        workflow: Option<String>,
+        #[arg(long, conflicts_with = "workflow")]
+        target: Option<String>,
+    },
     /// Cancel a pending or retry_wait row: it becomes dead with the reason.
     Cancel {
         id: i64,
@@ -350,31 +372,100 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Status => {
-            let lines = ctx
-                .operator()
-                .await?
-                .status()
-                .await
-                .map_err(hint_migrate_service)?;
+            let operator = ctx.operator().await?;
+            let lines = operator.status().await.map_err(hint_migrate_service)?;
+            let blocked = operator.blocked().await?;
+            let paused = operator.paused().await?;
             ctx.print(&lines, || {
-                if lines.is_empty() {
-                    return "nothing pending, in flight, waiting or dead".into();
+                let mut out = if lines.is_empty() {
+                    "nothing pending, in flight, waiting or dead".to_string()
+                } else {
+                    status_table(&lines)
+                };
+                if !paused.is_empty() {
+                    out.push_str("\n\nPaused (ferry resume ... to restart):\n");
+                    out.push_str(&table(
+                        &["KIND", "NAME", "BY", "SINCE", "REASON"],
+                        paused
+                            .iter()
+                            .map(|p| {
+                                vec![
+                                    p.kind.clone(),
+                                    p.name.clone(),
+                                    p.paused_by.clone().unwrap_or_default(),
+                                    crate::outbox::time_text(p.paused_at),
+                                    p.reason.clone().unwrap_or_default(),
+                                ]
+                            })
+                            .collect(),
+                    ));
                 }
-                table(
-                    &["WORKFLOW", "STATE", "ROWS", "OLDEST DUE (s)"],
-                    lines
-                        .iter()
-                        .map(|l| {
-                            vec![
-                                l.workflow.clone(),
-                                l.state.to_string(),
-                                l.rows.to_string(),
-                                format!("{:.1}", l.oldest_due_age_s),
-                            ]
-                        })
-                        .collect(),
-                )
+                if !blocked.is_empty() {
+                    out.push_str(
+                        "\n\nBlocked groups (retry the dead row, or ferry release <id> --reason ...):\n",
+                    );
+                    out.push_str(&table(
+                        &["ORDERING KEY", "BLOCKED BY", "WORKFLOW", "KEY", "WAITING", "REASON"],
+                        blocked
+                            .iter()
+                            .map(|b| {
+                                vec![
+                                    b.ordering_key.clone(),
+                                    b.blocking_id.to_string(),
+                                    b.workflow.clone(),
+                                    b.key.clone(),
+                                    b.waiting.to_string(),
+                                    b.reason.clone().unwrap_or_default(),
+                                ]
+                            })
+                            .collect(),
+                    ));
+                }
+                out
             });
+        }
+        Command::Release { id, reason } => {
+            ctx.operator()
+                .await?
+                .release(id, &operator_name(), &reason)
+                .await?;
+            ctx.print(&serde_json::json!({"released": id}), || {
+                format!("row {id} released: it stays dead, and its group goes on without it")
+            });
+        }
+        Command::Pause {
+            workflow,
+            target,
+            reason,
+        } => {
+            let (kind, name) = pause_subject(workflow, target)?;
+            ctx.operator()
+                .await?
+                .pause(kind, &name, &operator_name(), reason.as_deref())
+                .await?;
+            ctx.print(
+                &serde_json::json!({"paused": {"kind": kind.as_str(), "name": name}}),
+                || {
+                    format!(
+                        "{} {name} paused: relays stop claiming its rows within a second",
+                        kind.as_str()
+                    )
+                },
+            );
+        }
+        Command::Resume { workflow, target } => {
+            let (kind, name) = pause_subject(workflow, target)?;
+            let was = ctx.operator().await?.resume(kind, &name).await?;
+            ctx.print(
+                &serde_json::json!({"resumed": {"kind": kind.as_str(), "name": name, "was_paused": was}}),
+                || {
+                    if was {
+                        format!("{} {name} resumed", kind.as_str())
+                    } else {
+                        format!("{} {name} was not paused", kind.as_str())
+                    }
+                },
+            );
         }
         Command::List {
             state,
@@ -882,4 +973,45 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     };
     service::run_daemon(store, registry, opts, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `ferry_status` lines as a table.
+fn status_table(lines: &[crate::outbox::StatusLine]) -> String {
+    table(
+        &["WORKFLOW", "STATE", "ROWS", "OLDEST DUE (s)"],
+        lines
+            .iter()
+            .map(|l| {
+                vec![
+                    l.workflow.clone(),
+                    l.state.to_string(),
+                    l.rows.to_string(),
+                    format!("{:.1}", l.oldest_due_age_s),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// Who runs an operator action, as recorded on the row or the pause: the login name, or
+/// "cli".
+fn operator_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "cli".into())
+}
+
+/// `ferry pause W` / `ferry pause --target T` (and resume).
+fn pause_subject(
+    workflow: Option<String>,
+    target: Option<String>,
+) -> anyhow::Result<(crate::outbox::PauseKind, String)> {
+    use crate::outbox::PauseKind;
+    match (workflow, target) {
+        (Some(w), None) => Ok((PauseKind::Workflow, w)),
+        (None, Some(t)) => Ok((PauseKind::Target, t)),
+        _ => bail!("say what: a workflow name, or --target <name>"),
+    }
 }

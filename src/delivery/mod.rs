@@ -229,6 +229,16 @@ impl HttpDeliverer {
         // Until the request leaves, a shutdown that cuts this delivery off hands the row back
         // without spending its attempt.
         crate::relay::mark_waiting();
+        // Paused by an operator since the claim: hand the row back, no attempt spent.
+        if crate::relay::is_paused(&row.workflow) {
+            return Early::new(
+                job.code.clone(),
+                Outcome::Release {
+                    after: Duration::ZERO,
+                },
+            )
+            .delivery();
+        }
         let probe = match admit(&job) {
             Ok(probe) => probe,
             Err(early) => return early.delivery(),
@@ -358,6 +368,14 @@ impl Deliver for HttpDeliverer {
             .filter(|(_, w)| self.targets[w.target].circuit.paused())
             .map(|(name, _)| name.clone())
             .chain(self.unconfigured.iter().cloned())
+            .collect()
+    }
+
+    fn workflows_of_target(&self, target: &str) -> Vec<String> {
+        self.workflows
+            .iter()
+            .filter(|(_, w)| self.targets[w.target].name == target)
+            .map(|(name, _)| name.clone())
             .collect()
     }
 

@@ -225,6 +225,10 @@ pub struct Metrics {
     circuits: Mutex<BTreeMap<String, CircuitGauge>>,
     store_errors: AtomicU64,
     in_flight: AtomicI64,
+    /// Ordering groups held by a dead row (`ferry_blocked`).
+    blocked_groups: AtomicI64,
+    /// What an operator paused: (kind, name) -> 1 while paused, 0 once resumed.
+    paused: Mutex<BTreeMap<(String, String), i64>>,
     /// The loaded workflows, when known: other names are labelled [`OTHER_WORKFLOW`].
     known: Mutex<Option<std::collections::BTreeSet<String>>>,
 }
@@ -253,6 +257,8 @@ impl Metrics {
             circuits: Mutex::new(BTreeMap::new()),
             store_errors: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
+            blocked_groups: AtomicI64::new(0),
+            paused: Mutex::new(BTreeMap::new()),
             known: Mutex::new(None),
         }
     }
@@ -348,6 +354,21 @@ impl Metrics {
 
     pub fn store_error(&self) {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets `ferry_blocked_groups`.
+    pub fn set_blocked_groups(&self, n: i64) {
+        self.blocked_groups.store(n, Ordering::Relaxed);
+    }
+
+    /// Replaces the `ferry_paused{kind,name}` family: 1 for each paused (kind, name); one
+    /// reported before and resumed since stays at 0, so alerts resolve.
+    pub fn set_paused(&self, paused: &[(String, String)]) {
+        let mut map = lock(&self.paused);
+        map.values_mut().for_each(|v| *v = 0);
+        for key in paused {
+            map.insert(key.clone(), 1);
+        }
     }
 
     pub fn set_relay_in_flight(&self, n: i64) {
@@ -539,6 +560,34 @@ impl Metrics {
             &[],
             self.in_flight.load(Ordering::Relaxed) as f64,
         );
+
+        header(
+            &mut out,
+            "ferry_blocked_groups",
+            "Ordering groups held by a dead row (the ferry_blocked view).",
+            "gauge",
+        );
+        sample(
+            &mut out,
+            "ferry_blocked_groups",
+            &[],
+            self.blocked_groups.load(Ordering::Relaxed) as f64,
+        );
+
+        header(
+            &mut out,
+            "ferry_paused",
+            "1 while an operator has paused the workflow or target (ferry pause).",
+            "gauge",
+        );
+        for ((kind, name), v) in lock(&self.paused).iter() {
+            sample(
+                &mut out,
+                "ferry_paused",
+                &[("kind", kind), ("name", name)],
+                *v as f64,
+            );
+        }
 
         header(
             &mut out,

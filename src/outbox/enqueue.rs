@@ -41,6 +41,10 @@ pub struct Enqueued {
     pub state: State,
 }
 
+/// One row of [`enqueue_many_ordered`] as sent: key, ordering key, payload text.
+#[doc(hidden)]
+pub type IntentRow = (String, Option<String>, String);
+
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A connection (or transaction, via `&mut *tx`) that can take an outbox row.
@@ -50,6 +54,7 @@ pub trait EnqueueConn<'c>: Send {
         self,
         workflow: &'c str,
         key: &'c str,
+        ordering_key: Option<&'c str>,
         payload: String,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>>;
 
@@ -57,7 +62,7 @@ pub trait EnqueueConn<'c>: Send {
     fn insert_intents(
         self,
         workflow: &'c str,
-        rows: Vec<(String, String)>,
+        rows: Vec<IntentRow>,
     ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>>;
 }
 
@@ -79,7 +84,34 @@ where
     C: EnqueueConn<'c>,
     P: Serialize + ?Sized,
 {
+    enqueue_ordered(conn, workflow, key, None, payload).await
+}
+
+/// [`enqueue`] with an ordering key: rows with the same ordering key (across workflows) are
+/// delivered one at a time, in enqueue (id) order; an earlier row that is retrying holds the
+/// group, and one that is dead blocks it until it is retried or released (`ferry release`).
+/// `None` is an unordered row, exactly as [`enqueue`].
+///
+/// Order is the order of ids among committed rows: two transactions enqueueing into one group
+/// at the same time should be serialized by the caller (they usually are, by the lock on the
+/// business row they both change), or a later-committing lower id can be claimed after a higher
+/// one already was.
+///
+/// # Errors
+/// As [`enqueue`]; also an ordering key that is empty or over 500 bytes.
+pub async fn enqueue_ordered<'c, C, P>(
+    conn: C,
+    workflow: &'c str,
+    key: &'c str,
+    ordering_key: Option<&'c str>,
+    payload: &P,
+) -> Result<Enqueued, StoreError>
+where
+    C: EnqueueConn<'c>,
+    P: Serialize + ?Sized,
+{
     check_names(workflow, key)?;
+    check_ordering_key(ordering_key)?;
     let text = serde_json::to_string(payload)
         .map_err(|e| StoreError::InvalidIntent(format!("payload is not JSON-serializable: {e}")))?;
     if text.len() > MAX_PAYLOAD_BYTES {
@@ -88,7 +120,7 @@ where
             text.len()
         )));
     }
-    conn.insert_intent(workflow, key, text).await
+    conn.insert_intent(workflow, key, ordering_key, text).await
 }
 
 /// Add many intents of one workflow in one statement (PostgreSQL) or one loop of prepared
@@ -106,9 +138,28 @@ where
     C: EnqueueConn<'c>,
     P: Serialize,
 {
+    let items: Vec<(&str, Option<&str>, &P)> = items.iter().map(|(k, p)| (*k, None, *p)).collect();
+    enqueue_many_ordered(conn, workflow, &items).await
+}
+
+/// [`enqueue_many`] with an ordering key per item (see [`enqueue_ordered`]); items of one group
+/// get ids, and so are delivered, in the order given.
+///
+/// # Errors
+/// As [`enqueue_ordered`], for the first offending item.
+pub async fn enqueue_many_ordered<'c, C, P>(
+    conn: C,
+    workflow: &'c str,
+    items: &[(&str, Option<&str>, &P)],
+) -> Result<Vec<Enqueued>, StoreError>
+where
+    C: EnqueueConn<'c>,
+    P: Serialize,
+{
     let mut rows = Vec::with_capacity(items.len());
-    for (key, payload) in items {
+    for (key, ordering_key, payload) in items {
         check_names(workflow, key)?;
+        check_ordering_key(*ordering_key)?;
         let text = serde_json::to_string(payload).map_err(|e| {
             StoreError::InvalidIntent(format!(
                 "payload of {workflow}/{key} is not JSON-serializable: {e}"
@@ -120,12 +171,21 @@ where
                 text.len()
             )));
         }
-        rows.push((key.to_string(), text));
+        rows.push((key.to_string(), ordering_key.map(str::to_string), text));
     }
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     conn.insert_intents(workflow, rows).await
+}
+
+fn check_ordering_key(ordering_key: Option<&str>) -> Result<(), StoreError> {
+    match ordering_key {
+        Some(g) if g.is_empty() || g.len() > 500 => Err(StoreError::InvalidIntent(
+            "ordering key must be 1 to 500 bytes (or none)".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_names(workflow: &str, key: &str) -> Result<(), StoreError> {
@@ -147,6 +207,7 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
         self,
         workflow: &'c str,
         key: &'c str,
+        ordering_key: Option<&'c str>,
         payload: String,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>> {
         Box::pin(async move {
@@ -156,6 +217,7 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
                 .bind(workflow)
                 .bind(key)
                 .bind(&payload)
+                .bind(ordering_key)
                 // Read to completion (not fetch_optional): the statement's commit, when it runs in
                 // autocommit, happens as it finishes, and its error must reach the caller.
                 .fetch_all(&mut *self)
@@ -185,14 +247,22 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
     fn insert_intents(
         self,
         workflow: &'c str,
-        rows: Vec<(String, String)>,
+        rows: Vec<IntentRow>,
     ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>> {
         Box::pin(async move {
-            let (keys, payloads): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+            let mut keys = Vec::with_capacity(rows.len());
+            let mut groups = Vec::with_capacity(rows.len());
+            let mut payloads = Vec::with_capacity(rows.len());
+            for (k, g, p) in rows {
+                keys.push(k);
+                groups.push(g);
+                payloads.push(p);
+            }
             let inserted: Vec<(i64, String)> = sqlx::query_as(sql::postgres::ENQUEUE_MANY)
                 .bind(workflow)
                 .bind(&keys)
                 .bind(&payloads)
+                .bind(&groups)
                 .fetch_all(&mut *self)
                 .await?;
             let mut found: std::collections::HashMap<String, Enqueued> = inserted
@@ -244,22 +314,25 @@ impl<'c> EnqueueConn<'c> for &'c mut SqliteConnection {
         self,
         workflow: &'c str,
         key: &'c str,
+        ordering_key: Option<&'c str>,
         payload: String,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>> {
-        Box::pin(async move { sqlite_insert(self, workflow, key, &payload).await })
+        Box::pin(async move { sqlite_insert(self, workflow, key, ordering_key, &payload).await })
     }
 
     fn insert_intents(
         self,
         workflow: &'c str,
-        rows: Vec<(String, String)>,
+        rows: Vec<IntentRow>,
     ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>> {
         // SQLite runs in-process: a prepared statement per row inside the caller's transaction
         // costs microseconds, so one loop is as fast as a multi-row statement and simpler.
         Box::pin(async move {
             let mut out = Vec::with_capacity(rows.len());
-            for (key, payload) in &rows {
-                out.push(sqlite_insert(&mut *self, workflow, key, payload).await?);
+            for (key, group, payload) in &rows {
+                out.push(
+                    sqlite_insert(&mut *self, workflow, key, group.as_deref(), payload).await?,
+                );
             }
             Ok(out)
         })
@@ -270,12 +343,14 @@ async fn sqlite_insert(
     conn: &mut SqliteConnection,
     workflow: &str,
     key: &str,
+    ordering_key: Option<&str>,
     payload: &str,
 ) -> Result<Enqueued, StoreError> {
     let inserted = sqlx::query(sql::sqlite::ENQUEUE)
         .bind(workflow)
         .bind(key)
         .bind(payload)
+        .bind(ordering_key)
         // Read to completion: outside a transaction SQLite commits when the statement finishes, and
         // fetch_optional would stop after the RETURNING row and lose a failed commit (disk full)
         // while reporting the intent as stored.

@@ -40,7 +40,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use enqueue::{enqueue, enqueue_many, EnqueueConn, Enqueued, MAX_PAYLOAD_BYTES};
+pub use enqueue::{
+    enqueue, enqueue_many, enqueue_many_ordered, enqueue_ordered, EnqueueConn, Enqueued,
+    MAX_PAYLOAD_BYTES,
+};
 pub use state::{AttemptOutcome, Outcome, State};
 pub use store::{OutboxBackend, OutboxWaiter, Waiter};
 
@@ -334,6 +337,64 @@ pub struct StatusLine {
     pub oldest_due_age_s: f64,
 }
 
+/// One line of the `ferry_blocked` view: an ordering group held by a dead row.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct BlockedGroup {
+    pub ordering_key: String,
+    /// The dead row that holds the group (retry it, or release it with `ferry release`).
+    pub blocking_id: i64,
+    pub workflow: String,
+    pub key: String,
+    /// The dead row's `last_error`.
+    pub reason: Option<String>,
+    /// Rows of the group after it that are not done.
+    pub waiting: i64,
+}
+
+/// What a pause applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseKind {
+    /// One workflow's rows.
+    Workflow,
+    /// The rows of every workflow that sends to the target.
+    Target,
+}
+
+impl PauseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseKind::Workflow => "workflow",
+            PauseKind::Target => "target",
+        }
+    }
+}
+
+/// One line of `ferry_paused`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct PausedLine {
+    /// `workflow` or `target`.
+    pub kind: String,
+    pub name: String,
+    pub paused_by: Option<String>,
+    pub reason: Option<String>,
+    pub paused_at: DateTime<Utc>,
+}
+
+/// A rate limit: at most `requests` per `per`, for the whole deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// The spacing of requests: `per / requests`.
+    pub fn interval(&self) -> Duration {
+        self.per / self.requests.max(1)
+    }
+}
+
 /// A whole outbox row, for `ferry show` and `ferry list`. Timestamps serialise as RFC 3339 UTC.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct OutboxRow {
@@ -473,7 +534,20 @@ impl Store {
         key: &str,
         payload: &serde_json::Value,
     ) -> Result<Enqueued, StoreError> {
-        self.backend.enqueue(workflow, key, payload).await
+        self.backend.enqueue(workflow, key, None, payload).await
+    }
+
+    /// [`Store::enqueue`] into an ordered group (see [`enqueue_ordered`]); `None` is unordered.
+    pub async fn enqueue_ordered(
+        &self,
+        workflow: &str,
+        key: &str,
+        ordering_key: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> Result<Enqueued, StoreError> {
+        self.backend
+            .enqueue(workflow, key, ordering_key, payload)
+            .await
     }
 
     /// Claim up to `limit` due rows: rows in `pending` or `retry_wait` whose `due_at` has passed,
@@ -584,6 +658,47 @@ impl Store {
         self.backend
             .set_state(id, state, State::Pending, None)
             .await
+    }
+
+    /// Release a dead row from holding its ordering group (see [`OutboxBackend::release`]).
+    pub async fn release(&self, id: i64, by: &str, reason: &str) -> Result<(), StoreError> {
+        self.backend.release(id, by, reason).await
+    }
+
+    /// Ordering groups held by a dead row (`ferry_blocked`).
+    pub async fn blocked(&self) -> Result<Vec<BlockedGroup>, StoreError> {
+        self.backend.blocked().await
+    }
+
+    /// Pause a workflow or a target for every relay.
+    pub async fn pause(
+        &self,
+        kind: PauseKind,
+        name: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.backend.pause(kind, name, by, reason).await
+    }
+
+    /// Resume a workflow or a target; returns whether it was paused.
+    pub async fn resume(&self, kind: PauseKind, name: &str) -> Result<bool, StoreError> {
+        self.backend.resume(kind, name).await
+    }
+
+    /// Everything paused.
+    pub async fn paused(&self) -> Result<Vec<PausedLine>, StoreError> {
+        self.backend.paused().await
+    }
+
+    /// Take one request of a target's deployment-wide rate limit (see
+    /// [`OutboxBackend::rate_take`]): `None` allowed, `Some(wait)` ask again after `wait`.
+    pub async fn rate_take(
+        &self,
+        target: &str,
+        limit: RateLimit,
+    ) -> Result<Option<Duration>, StoreError> {
+        self.backend.rate_take(target, limit).await
     }
 
     /// Reset every dead row (of one workflow, if given). Returns how many.

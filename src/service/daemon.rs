@@ -305,6 +305,19 @@ async fn refresh_gauges(
             }
             Err(e) => tracing::debug!(error = %e, "gauge refresh failed"),
         }
+        match store.blocked().await {
+            Ok(groups) => metrics.set_blocked_groups(groups.len() as i64),
+            Err(e) => tracing::debug!(error = %e, "blocked-groups gauge refresh failed"),
+        }
+        match store.paused().await {
+            Ok(lines) => metrics.set_paused(
+                &lines
+                    .into_iter()
+                    .map(|l| (l.kind, l.name))
+                    .collect::<Vec<_>>(),
+            ),
+            Err(e) => tracing::debug!(error = %e, "paused gauge refresh failed"),
+        }
         let errors = stats
             .store_errors
             .load(std::sync::atomic::Ordering::Relaxed);

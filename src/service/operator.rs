@@ -8,7 +8,10 @@ use serde::Serialize;
 
 use super::ServiceError;
 use crate::export::ExportReport;
-use crate::outbox::{AttemptLine, Enqueued, ListFilter, OutboxRow, State, StatusLine, Store};
+use crate::outbox::{
+    AttemptLine, BlockedGroup, Enqueued, ListFilter, OutboxRow, PauseKind, PausedLine, State,
+    StatusLine, Store,
+};
 use crate::workflow::WorkflowSummary;
 
 /// Most rows one bulk action touches (a bulk action is a loop over rows, each moved through the
@@ -114,6 +117,50 @@ impl Operator {
             ));
         }
         Ok(self.store.cancel(id, reason).await?)
+    }
+
+    /// Release a dead row from its ordering group: it stays dead, with `released_at`,
+    /// `released_by` (`by`) and `release_reason` recorded, and the later rows of its group are
+    /// delivered without it.
+    pub async fn release(&self, id: i64, by: &str, reason: &str) -> Result<(), ServiceError> {
+        if reason.trim().is_empty() {
+            return Err(ServiceError::BadRequest(
+                "a release needs a reason (it is recorded on the row)".into(),
+            ));
+        }
+        Ok(self.store.release(id, by, reason).await?)
+    }
+
+    /// Ordering groups held by a dead row (`ferry_blocked`).
+    pub async fn blocked(&self) -> Result<Vec<BlockedGroup>, ServiceError> {
+        Ok(self.store.blocked().await?)
+    }
+
+    /// Pause a workflow or a target for every relay (within about a second): its rows are not
+    /// claimed, and rows claimed but not yet sent are handed back without spending an attempt.
+    pub async fn pause(
+        &self,
+        kind: PauseKind,
+        name: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err(ServiceError::BadRequest(
+                "name the workflow or target to pause (1 to 200 bytes)".into(),
+            ));
+        }
+        Ok(self.store.pause(kind, name, by, reason).await?)
+    }
+
+    /// Resume a workflow or a target. Returns whether it was paused.
+    pub async fn resume(&self, kind: PauseKind, name: &str) -> Result<bool, ServiceError> {
+        Ok(self.store.resume(kind, name).await?)
+    }
+
+    /// Everything paused.
+    pub async fn paused(&self) -> Result<Vec<PausedLine>, ServiceError> {
+        Ok(self.store.paused().await?)
     }
 
     fn bulk_list(filter: &BulkFilter) -> ListFilter {

@@ -11,6 +11,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod newcomer;
+mod order;
 mod outbox_core;
 mod settings;
 mod shutdown;

@@ -12,6 +12,8 @@
 pub mod postgres {
     /// A row's attempts, in the order recorded.
     pub const ATTEMPTS: &str = include_str!("postgres/attempts.sql");
+    /// Groups held by a dead row (the `ferry_blocked` view).
+    pub const BLOCKED: &str = include_str!("postgres/blocked.sql");
     /// Claim due rows under one token and a lease (see the file for parameters).
     pub const CLAIM: &str = include_str!("postgres/claim.sql");
     /// Take one tick of a cron job, once across relays.
@@ -48,12 +50,22 @@ pub mod postgres {
     pub const MARK_ON_DONE_FAILED: &str = include_str!("postgres/mark_on_done_failed.sql");
     /// The highest attempt id.
     pub const MAX_ATTEMPT_ID: &str = include_str!("postgres/max_attempt_id.sql");
+    /// Pause a workflow or a target.
+    pub const PAUSE: &str = include_str!("postgres/pause.sql");
+    /// Everything paused.
+    pub const PAUSED: &str = include_str!("postgres/paused.sql");
     /// Whether the database answers.
     pub const PING: &str = include_str!("postgres/ping.sql");
     /// One batch of the prune of old done rows.
     pub const PRUNE_DONE: &str = include_str!("postgres/prune_done.sql");
+    /// Take one request of a target's rate limit, or the wait until one.
+    pub const RATE_TAKE: &str = include_str!("postgres/rate_take.sql");
+    /// Release a dead row from holding its ordering group.
+    pub const RELEASE: &str = include_str!("postgres/release.sql");
     /// Reset dead rows (of one workflow, or all).
     pub const RESET_DEAD: &str = include_str!("postgres/reset_dead.sql");
+    /// Resume a workflow or a target, waking relays.
+    pub const RESUME: &str = include_str!("postgres/resume.sql");
     /// An operator's move of one row from a known state.
     pub const SET_STATE: &str = include_str!("postgres/set_state.sql");
     /// The `ferry_status` view, ordered.
@@ -66,6 +78,8 @@ pub mod postgres {
 pub mod sqlite {
     /// A row's attempts, in the order recorded.
     pub const ATTEMPTS: &str = include_str!("sqlite/attempts.sql");
+    /// Groups held by a dead row (the `ferry_blocked` view).
+    pub const BLOCKED: &str = include_str!("sqlite/blocked.sql");
     /// Claim due rows under one token and a lease (see the file for parameters).
     pub const CLAIM: &str = include_str!("sqlite/claim.sql");
     /// Take one tick of a cron job, once across relays.
@@ -94,12 +108,24 @@ pub mod sqlite {
     pub const MARK_ON_DONE_FAILED: &str = include_str!("sqlite/mark_on_done_failed.sql");
     /// The highest attempt id.
     pub const MAX_ATTEMPT_ID: &str = include_str!("sqlite/max_attempt_id.sql");
+    /// Pause a workflow or a target.
+    pub const PAUSE: &str = include_str!("sqlite/pause.sql");
+    /// Everything paused.
+    pub const PAUSED: &str = include_str!("sqlite/paused.sql");
     /// Whether the database answers.
     pub const PING: &str = include_str!("sqlite/ping.sql");
     /// One batch of the prune of old done rows.
     pub const PRUNE_DONE: &str = include_str!("sqlite/prune_done.sql");
+    /// Take one request of a target's rate limit (no row back: refused).
+    pub const RATE_TAKE: &str = include_str!("sqlite/rate_take.sql");
+    /// After a refused take: the wait until one.
+    pub const RATE_WAIT: &str = include_str!("sqlite/rate_wait.sql");
+    /// Release a dead row from holding its ordering group.
+    pub const RELEASE: &str = include_str!("sqlite/release.sql");
     /// Reset dead rows (of one workflow, or all).
     pub const RESET_DEAD: &str = include_str!("sqlite/reset_dead.sql");
+    /// Resume a workflow or a target.
+    pub const RESUME: &str = include_str!("sqlite/resume.sql");
     /// Whether one row still exists.
     pub const ROW_EXISTS: &str = include_str!("sqlite/row_exists.sql");
     /// An operator's move of one row from a known state.

@@ -17,8 +17,9 @@ use uuid::Uuid;
 
 use super::dynamic::{NamedRow, SqlValue};
 use super::{
-    AttemptLine, AttemptOutcome, Claimed, Completion, Enqueued, ListFilter, OutboxRow, Recorded,
-    State, StatusLine, StoreError, MAX_PAYLOAD_BYTES,
+    AttemptLine, AttemptOutcome, BlockedGroup, Claimed, Completion, Enqueued, ListFilter,
+    OutboxRow, PauseKind, PausedLine, RateLimit, Recorded, State, StatusLine, StoreError,
+    MAX_PAYLOAD_BYTES,
 };
 
 pub(crate) mod pg;
@@ -52,10 +53,12 @@ pub trait OutboxBackend: Clone + Send + Sync + 'static {
     /// [`super::enqueue`] does in a caller's transaction: a second intent for the same
     /// `(workflow, key)` inserts nothing and returns the existing row with `created: false`.
     /// Names and payload size are checked before anything is sent.
+    /// `ordering_key` puts the row in an ordered group (see [`super::enqueue_ordered`]).
     fn enqueue(
         &self,
         workflow: &str,
         key: &str,
+        ordering_key: Option<&str>,
         payload: &serde_json::Value,
     ) -> impl Future<Output = Result<Enqueued, StoreError>> + Send;
 
@@ -69,6 +72,10 @@ pub trait OutboxBackend: Clone + Send + Sync + 'static {
     ///   (`due_at`) expired (its relay died). Rows of workflows in `skip` are left alone. Rows
     ///   are taken earliest `due_at` first (a claim of `n` takes the `n` earliest); the order
     ///   they come back in is unspecified.
+    /// * Ordering: a row with an `ordering_key` is due only when every earlier row (lower id) of
+    ///   its group, in any workflow, is `done` or is `dead` and released. So one claim takes at
+    ///   most one row of a group, concurrent claims never hold two rows of a group at once, and
+    ///   a crashed relay's row (still `sending`) holds its group until it is delivered again.
     /// * Each taken row becomes `sending`, its `attempts` counted up by one, its `claim_token`
     ///   set to `token` (the same for the whole claim), its lease (`due_at`) set to the
     ///   database's now plus `lease`.
@@ -187,6 +194,54 @@ pub trait OutboxBackend: Clone + Send + Sync + 'static {
         &self,
         workflow: Option<&str>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Release a `dead` row from its ordering group: it stays `dead` with its history, and
+    /// `released_at` (the database's now), `released_by` and `release_reason` are recorded; the
+    /// later rows of its group no longer wait for it. Releasing again overwrites the record. A
+    /// released row that is later reset to `pending` holds its group again until done.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the row is gone; [`StoreError::WrongState`] if it is not dead.
+    fn release(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The `ferry_blocked` view, oldest blocking row first: every ordering group whose earliest
+    /// unfinished row is dead and not released.
+    fn blocked(&self) -> impl Future<Output = Result<Vec<BlockedGroup>, StoreError>> + Send;
+
+    /// Pause a workflow or a target (idempotent: pausing again keeps the first `paused_at`).
+    fn pause(
+        &self,
+        kind: PauseKind,
+        name: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Resume a workflow or a target; wakes idle relays. Returns whether it was paused.
+    fn resume(
+        &self,
+        kind: PauseKind,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Everything paused, by kind and name.
+    fn paused(&self) -> impl Future<Output = Result<Vec<PausedLine>, StoreError>> + Send;
+
+    /// Take one request of `target`'s rate limit, shared by every relay on the database: a GCRA
+    /// on the database's clock in `ferry_rate`, one atomic statement. `None`: allowed (counted);
+    /// `Some(wait)`: refused, ask again after `wait`. Requests are spaced by
+    /// [`RateLimit::interval`] with no burst, so any window of `per` holds at most `requests`
+    /// (plus one at its closed end).
+    fn rate_take(
+        &self,
+        target: &str,
+        limit: RateLimit,
+    ) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send;
 
     /// Delete `done` rows whose `done_at` is more than `older_than` before the database's now,
     /// with their attempts, in batches (one short statement each). Never touches live or dead
@@ -443,11 +498,12 @@ impl OutboxBackend for AnyBackend {
         &self,
         workflow: &str,
         key: &str,
+        ordering_key: Option<&str>,
         payload: &serde_json::Value,
     ) -> Result<Enqueued, StoreError> {
         match self {
-            Self::Postgres(s) => s.enqueue(workflow, key, payload).await,
-            Self::Sqlite(s) => s.enqueue(workflow, key, payload).await,
+            Self::Postgres(s) => s.enqueue(workflow, key, ordering_key, payload).await,
+            Self::Sqlite(s) => s.enqueue(workflow, key, ordering_key, payload).await,
         }
     }
 
@@ -555,6 +611,58 @@ impl OutboxBackend for AnyBackend {
         match self {
             Self::Postgres(s) => s.reset_dead(workflow).await,
             Self::Sqlite(s) => s.reset_dead(workflow).await,
+        }
+    }
+
+    async fn release(&self, id: i64, by: &str, reason: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.release(id, by, reason).await,
+            Self::Sqlite(s) => s.release(id, by, reason).await,
+        }
+    }
+
+    async fn blocked(&self) -> Result<Vec<BlockedGroup>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.blocked().await,
+            Self::Sqlite(s) => s.blocked().await,
+        }
+    }
+
+    async fn pause(
+        &self,
+        kind: PauseKind,
+        name: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.pause(kind, name, by, reason).await,
+            Self::Sqlite(s) => s.pause(kind, name, by, reason).await,
+        }
+    }
+
+    async fn resume(&self, kind: PauseKind, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Postgres(s) => s.resume(kind, name).await,
+            Self::Sqlite(s) => s.resume(kind, name).await,
+        }
+    }
+
+    async fn paused(&self) -> Result<Vec<PausedLine>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.paused().await,
+            Self::Sqlite(s) => s.paused().await,
+        }
+    }
+
+    async fn rate_take(
+        &self,
+        target: &str,
+        limit: RateLimit,
+    ) -> Result<Option<Duration>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.rate_take(target, limit).await,
+            Self::Sqlite(s) => s.rate_take(target, limit).await,
         }
     }
 

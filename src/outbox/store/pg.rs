@@ -18,8 +18,9 @@ use super::{
 use crate::outbox::dynamic::{self, NamedRow, SqlValue};
 use crate::outbox::sql::postgres as sql;
 use crate::outbox::{
-    enqueue, AttemptLine, Claimed, Completion, DatabaseUrl, Enqueued, ListFilter, OutboxRow,
-    Recorded, State, StatusLine, StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
+    enqueue_ordered, AttemptLine, BlockedGroup, Claimed, Completion, DatabaseUrl, Enqueued,
+    ListFilter, OutboxRow, PauseKind, PausedLine, RateLimit, Recorded, State, StatusLine,
+    StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -104,10 +105,11 @@ impl OutboxBackend for PgStore {
         &self,
         workflow: &str,
         key: &str,
+        ordering_key: Option<&str>,
         payload: &serde_json::Value,
     ) -> Result<Enqueued, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        enqueue(&mut *conn, workflow, key, payload).await
+        enqueue_ordered(&mut *conn, workflow, key, ordering_key, payload).await
     }
 
     /// One statement, [`sql::CLAIM`]: see the file for how the budget and oversized rows are
@@ -386,6 +388,74 @@ impl OutboxBackend for PgStore {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+
+    async fn release(&self, id: i64, by: &str, reason: &str) -> Result<(), StoreError> {
+        let n = sqlx::query(sql::RELEASE)
+            .bind(id)
+            .bind(by)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            let now = self.get(id).await?.ok_or(StoreError::NotFound(id))?;
+            return Err(StoreError::WrongState {
+                id,
+                state: now.state,
+                why: "only a dead row can be released (retry or cancel it otherwise)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn blocked(&self) -> Result<Vec<BlockedGroup>, StoreError> {
+        Ok(sqlx::query_as(sql::BLOCKED).fetch_all(&self.pool).await?)
+    }
+
+    async fn pause(
+        &self,
+        kind: PauseKind,
+        name: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::PAUSE)
+            .bind(kind.as_str())
+            .bind(name)
+            .bind(by)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<PausedLine>, StoreError> {
+        Ok(sqlx::query_as(sql::PAUSED).fetch_all(&self.pool).await?)
+    }
+
+    async fn resume(&self, kind: PauseKind, name: &str) -> Result<bool, StoreError> {
+        let (removed, _): (i64, Option<String>) = sqlx::query_as(sql::RESUME)
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn rate_take(
+        &self,
+        target: &str,
+        limit: RateLimit,
+    ) -> Result<Option<Duration>, StoreError> {
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let (wait_us,): (i64,) = sqlx::query_as(sql::RATE_TAKE)
+            .bind(target)
+            .bind(micros(limit.interval()))
+            .bind(0_i64)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us as u64)))
     }
 
     async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {

@@ -25,8 +25,9 @@ use super::{
 use crate::outbox::dynamic::{self, NamedRow, SqlValue};
 use crate::outbox::sql::sqlite as sql;
 use crate::outbox::{
-    enqueue, AttemptLine, Claimed, Completion, DatabaseUrl, Enqueued, ListFilter, OutboxRow,
-    Recorded, State, StatusLine, StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
+    enqueue_ordered, AttemptLine, BlockedGroup, Claimed, Completion, DatabaseUrl, Enqueued,
+    ListFilter, OutboxRow, PauseKind, PausedLine, RateLimit, Recorded, State, StatusLine,
+    StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -131,10 +132,11 @@ impl OutboxBackend for SqliteStore {
         &self,
         workflow: &str,
         key: &str,
+        ordering_key: Option<&str>,
         payload: &serde_json::Value,
     ) -> Result<Enqueued, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        enqueue(&mut *conn, workflow, key, payload).await
+        enqueue_ordered(&mut *conn, workflow, key, ordering_key, payload).await
     }
 
     /// [`sql::CLAIM`] inside `BEGIN IMMEDIATE`.
@@ -361,6 +363,86 @@ impl OutboxBackend for SqliteStore {
             .rows_affected();
         self.wake.notify_waiters();
         Ok(n)
+    }
+
+    async fn release(&self, id: i64, by: &str, reason: &str) -> Result<(), StoreError> {
+        let n = sqlx::query(sql::RELEASE)
+            .bind(id)
+            .bind(by)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            let now = self.get(id).await?.ok_or(StoreError::NotFound(id))?;
+            return Err(StoreError::WrongState {
+                id,
+                state: now.state,
+                why: "only a dead row can be released (retry or cancel it otherwise)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn blocked(&self) -> Result<Vec<BlockedGroup>, StoreError> {
+        Ok(sqlx::query_as(sql::BLOCKED).fetch_all(&self.pool).await?)
+    }
+
+    async fn pause(
+        &self,
+        kind: PauseKind,
+        name: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::PAUSE)
+            .bind(kind.as_str())
+            .bind(name)
+            .bind(by)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<PausedLine>, StoreError> {
+        Ok(sqlx::query_as(sql::PAUSED).fetch_all(&self.pool).await?)
+    }
+
+    async fn resume(&self, kind: PauseKind, name: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query(sql::RESUME)
+            .bind(kind.as_str())
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        self.wake.notify_waiters();
+        Ok(n > 0)
+    }
+
+    async fn rate_take(
+        &self,
+        target: &str,
+        limit: RateLimit,
+    ) -> Result<Option<Duration>, StoreError> {
+        let interval = limit.interval().as_secs_f64();
+        let took = sqlx::query(sql::RATE_TAKE)
+            .bind(target)
+            .bind(interval)
+            .bind(0.0_f64)
+            .fetch_all(&self.pool)
+            .await?;
+        if !took.is_empty() {
+            return Ok(None);
+        }
+        let wait: Option<f64> = sqlx::query_scalar(sql::RATE_WAIT)
+            .bind(target)
+            .bind(0.0_f64)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(Some(Duration::from_secs_f64(
+            wait.unwrap_or(0.001).clamp(0.001, 3600.0),
+        )))
     }
 
     async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {

@@ -10,15 +10,27 @@
 -- simply "due" again for the same index scan. The statement commits on its own, so the locks
 -- are held for microseconds; the lease, not a lock, keeps the row during delivery.
 --
+-- Ordering: a row with an ordering_key is due only while no earlier row of its group (any
+-- workflow) is unfinished: not done, and not a dead row an operator released. One probe of
+-- ferry_outbox_order per ordered candidate. Concurrent claims cannot take two rows of a group:
+-- the later row's probe sees the earlier one unfinished (a row once done stays done), and one
+-- claim statement takes at most a group's first unfinished row. A crash leaves the held row
+-- `sending`, still unfinished, so its group waits for the lease to expire and that row is
+-- delivered again first.
+--
 -- `taken` keeps the longest prefix (in due_at order) whose payloads, as the text sent back, add
 -- up to at most the budget, and always the first row; rows past it stay due for the next claim.
 -- A payload over the limit counts for nothing: such a row is made dead here with the reason,
 -- and its payload is not returned (an UPDATE that does not set payload does not even fetch it
 -- from TOAST).
 WITH due AS (
-    SELECT id, due_at, octet_length(payload::text)::bigint AS bytes FROM ferry_outbox
+    SELECT id, due_at, octet_length(payload::text)::bigint AS bytes FROM ferry_outbox c
      WHERE state IN ('pending', 'retry_wait', 'sending') AND due_at <= now()
        AND workflow <> ALL($4::text[])
+       AND (c.ordering_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM ferry_outbox e
+             WHERE e.ordering_key = c.ordering_key AND e.id < c.id AND e.state <> 'done'
+               AND (e.state <> 'dead' OR e.released_at IS NULL)))
      ORDER BY due_at
      LIMIT $1
      FOR UPDATE SKIP LOCKED),

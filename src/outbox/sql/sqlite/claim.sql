@@ -6,14 +6,21 @@
 --
 -- The same contract as PostgreSQL's claim: the same payload budget (`sized`: the first row,
 -- then as long as the running total fits) and the same handling of payloads over the limit.
+-- The same ordering rule as PostgreSQL's claim: a row with an ordering_key waits while an
+-- earlier row of its group is neither done nor a released dead row (ferry_outbox_order answers
+-- the probe); the write lock makes the probe and the lease one step.
 -- octet_length of a column reads the size from the record header, not the value; the one
 -- rewrite of an oversized row that makes it dead is the only time SQLite reads it again, and
 -- its payload is not returned.
 WITH due AS (
-    SELECT id, due_at, octet_length(payload) AS bytes FROM ferry_outbox
+    SELECT id, due_at, octet_length(payload) AS bytes FROM ferry_outbox c
      WHERE state IN ('pending', 'retry_wait', 'sending')
        AND due_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
        AND workflow NOT IN (SELECT value FROM json_each(?4))
+       AND (c.ordering_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM ferry_outbox e
+             WHERE e.ordering_key = c.ordering_key AND e.id < c.id AND e.state <> 'done'
+               AND (e.state <> 'dead' OR e.released_at IS NULL)))
      ORDER BY due_at LIMIT ?3),
 sized AS (
     SELECT id, row_number() OVER w AS n,
