@@ -431,3 +431,50 @@ both_backends!(
     paused_after_claim_is_handed_back,
     paused_after_claim_is_handed_back
 );
+
+/// The shared rate limit: three stores (three relays, as far as the database can tell) taking
+/// requests of one target under 20 requests/s stay at or under 20 in any 1 s window; waiting
+/// is a plain sleep between two short statements.
+async fn rate_limit_is_shared(db: TestDb) {
+    use ferry::outbox::RateLimit;
+    let limit = RateLimit {
+        requests: 20,
+        per: Duration::from_secs(1),
+    };
+    let stores = vec![
+        db.store.clone(),
+        db.second_store().await,
+        db.second_store().await,
+    ];
+    let start = tokio::time::Instant::now();
+    let mut handles = Vec::new();
+    for s in stores {
+        handles.push(tokio::spawn(async move {
+            let mut sent = Vec::new();
+            while start.elapsed() < Duration::from_millis(2500) {
+                match s.rate_take("partner", limit).await.unwrap() {
+                    None => sent.push(start.elapsed()),
+                    Some(wait) => tokio::time::sleep(wait).await,
+                }
+            }
+            sent
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort();
+    let max_window = all
+        .iter()
+        .map(|t| {
+            all.iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(max_window <= 21, "{max_window} requests in one second");
+    assert!(all.len() >= 40, "only {} requests in 2.5 s", all.len());
+}
+both_backends!(rate_limit_is_shared, rate_limit_is_shared);
