@@ -54,7 +54,7 @@ impl Bk {
 }
 
 const SCENARIOS: &[&str] = &[
-    "enqueue", "e2e", "pickup", "rss", "claim", "scaling", "demo",
+    "enqueue", "e2e", "ordered", "pickup", "rss", "claim", "scaling", "demo",
 ];
 
 struct Opts {
@@ -900,6 +900,63 @@ async fn scenario_e2e(env: &mut Env, bk: Bk) -> Result<()> {
     breakdown(env, bk).await
 }
 
+/// Ordered against unordered drain: the same rows (100,000 by default) once without ordering
+/// keys and once in 1,000 ordering groups (row i in group i mod 1000, so every group has its
+/// rows spread over the whole queue), drained by the engine with default settings.
+async fn scenario_ordered(env: &mut Env, bk: Bk) -> Result<()> {
+    let n = if env.sizes.e2e_rows < 100_000 {
+        env.sizes.e2e_rows
+    } else {
+        100_000
+    };
+    let groups = 1_000.min(n.max(1));
+    let mut rates = Vec::new();
+    for ordered in [false, true] {
+        let db = env.db(bk, "ordered", 8).await?;
+        db.bulk_insert(n, "o").await?;
+        if ordered {
+            db.exec(&format!(
+                "UPDATE ferry_outbox SET ordering_key = 'g' || (id % {groups})"
+            ))
+            .await?;
+        }
+        db.analyze().await?;
+        env.sink.clear();
+        let (secs, _, _) = run_relay_until_done(env, &db, n, RelayConfig::default()).await?;
+        let rate = n as f64 / secs;
+        rates.push(rate);
+        env.report.add(
+            "ordered",
+            bk.name(),
+            if ordered {
+                "drain rate, ordered (1,000 groups)"
+            } else {
+                "drain rate, unordered"
+            },
+            rate,
+            "rows/s",
+            None,
+            format!("{n} rows in {secs:.1} s"),
+        );
+        db.store.close().await;
+        env.drop_db(db).await?;
+    }
+    let slowdown = rates[0] / rates[1];
+    env.report.add(
+        "ordered",
+        bk.name(),
+        "ordered slowdown",
+        slowdown,
+        "×",
+        Some(("≤ 2", slowdown <= 2.0)),
+        format!(
+            "unordered {:.0} rows/s, ordered {:.0} rows/s",
+            rates[0], rates[1]
+        ),
+    );
+    Ok(())
+}
+
 /// Where the time goes: claim → deliver (concurrently) → complete, one phase at a time, timed.
 async fn breakdown(env: &mut Env, bk: Bk) -> Result<()> {
     let n = env.sizes.breakdown_rows;
@@ -1675,6 +1732,7 @@ async fn run(opts: Opts) -> Result<Report> {
                     let r = match *scenario {
                         "enqueue" => scenario_enqueue(&mut env, bk).await,
                         "e2e" => scenario_e2e(&mut env, bk).await,
+                        "ordered" => scenario_ordered(&mut env, bk).await,
                         "pickup" => scenario_pickup(&mut env, bk).await,
                         "rss" => scenario_rss(&mut env, bk).await,
                         "claim" => scenario_claim(&mut env, bk).await,

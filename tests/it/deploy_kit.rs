@@ -13,7 +13,7 @@ const PROMETHEUS_OWN: &[&str] = &["up"];
 
 /// Metrics the alert rules already watch that other work adds later (ordered groups, session
 /// logins). Remove a name from here when `Metrics::render()` starts producing it.
-const COMING: &[&str] = &["ferry_blocked_groups", "ferry_target_login_held"];
+const COMING: &[&str] = &["ferry_target_login_held"];
 
 fn repo(path: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
