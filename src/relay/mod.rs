@@ -603,8 +603,9 @@ impl<D: Deliver> Relay<D> {
         let grace = self.config.shutdown_grace;
         let now = tokio::time::Instant::now();
         let deadline = now.checked_add(grace).unwrap_or(now + FAR);
-        // Deliveries may use the grace period but a reserve kept for recording what they did.
-        let reserve = (grace / 4).min(Duration::from_secs(2));
+        // Deliveries get half the grace period (all of it but 2 s when it is long); the rest is
+        // for recording what they did.
+        let reserve = (grace / 2).min(Duration::from_secs(2));
         let deliveries_end = deadline.checked_sub(reserve).unwrap_or(now);
         tracing::info!(
             in_flight = tasks.len(),

@@ -84,10 +84,10 @@ async fn aborted_requests_are_recorded_and_count(db: TestDb) {
         let relay = Relay::new(
             db.store.clone(),
             Arc::new(Hang { sending: true }),
-            config(Duration::from_millis(600)),
+            config(Duration::from_secs(2)),
         );
         let took = run_and_stop(&db, relay).await;
-        assert!(took < Duration::from_secs(3), "stop took {took:?}");
+        assert!(took < Duration::from_secs(4), "stop took {took:?}");
         assert_eq!(
             db.scalar("SELECT count(*) FROM ferry_attempts WHERE outcome = 'aborted'")
                 .await,
