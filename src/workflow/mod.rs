@@ -124,6 +124,8 @@ pub struct Target {
     pub max_concurrency: usize,
     pub tls_verify: bool,
     pub circuit: CircuitPolicy,
+    /// Its `rate_limit`, shared by every relay on the database; `None`: unlimited.
+    pub rate_limit: Option<crate::outbox::RateLimit>,
 }
 
 /// SQL used to build a document from business tables (`ferry export-invoice`).

@@ -478,3 +478,87 @@ async fn rate_limit_is_shared(db: TestDb) {
     assert!(all.len() >= 40, "only {} requests in 2.5 s", all.len());
 }
 both_backends!(rate_limit_is_shared, rate_limit_is_shared);
+
+/// A target's `rate_limit` kept across relays: three relays (three stores on one database), each
+/// with its own HTTP deliverer, deliver to a loopback target limited to 20 requests/s; the
+/// target sees at most 20 (and a little tolerance for loopback jitter) in any 1 s window, every
+/// row is delivered once, and waiting spent no attempt.
+async fn rate_limit_holds_across_relays(db: TestDb) {
+    use ferry::delivery::HttpDeliverer;
+    use ferry::testkit::TargetServer;
+    crate::helpers::seed_shop(&db).await;
+    let target = TargetServer::start().await.unwrap();
+    target.record_requests(true);
+    let registry = crate::helpers::shipped_registry(
+        &target.base_url(),
+        &[(
+            "onec_invoice",
+            "max_concurrency = 4",
+            "max_concurrency = 4\nrate_limit = { requests = 20, per = \"1s\" }",
+        )],
+    );
+    let rows = 50;
+    let mut ids = Vec::new();
+    for n in 0..rows {
+        let doc = crate::delivery::invoice(&format!("RL-{n:03}"));
+        ids.push(
+            db.store
+                .enqueue("onec_invoice", &format!("{}", 5000 + n), &doc)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let stores = vec![
+        db.store.clone(),
+        db.second_store().await,
+        db.second_store().await,
+    ];
+    let stop = CancellationToken::new();
+    let mut handles = Vec::new();
+    for s in &stores {
+        let deliverer = HttpDeliverer::new(&registry)
+            .unwrap()
+            .with_rate_store(s.clone());
+        let relay = Relay::new(s.clone(), Arc::new(deliverer), config());
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move { relay.run(stop).await }));
+    }
+    let all_done = wait_until(Duration::from_secs(30), || async {
+        db.scalar("SELECT count(*) FROM ferry_outbox WHERE state = 'done'")
+            .await
+            == rows
+    })
+    .await;
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert!(all_done, "not every row was delivered");
+    let mut times: Vec<_> = target.requests().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), rows as usize, "one request per row");
+    times.sort();
+    let max_window = times
+        .iter()
+        .map(|t| {
+            times
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(max_window <= 22, "{max_window} requests in one second");
+    let span = *times.last().unwrap() - times[0];
+    assert!(
+        span >= Duration::from_millis(2200),
+        "{rows} requests in {span:?}: the limit did not hold them back"
+    );
+    for id in ids {
+        assert_eq!(db.store.get(id).await.unwrap().attempts, 1);
+    }
+}
+both_backends!(
+    rate_limit_holds_across_relays,
+    rate_limit_holds_across_relays
+);
