@@ -251,11 +251,15 @@ pub struct Claimed {
     /// The claim token that completion must present.
     pub token: Uuid,
     pub created_at: DateTime<Utc>,
+    /// Set on a row made by `ferry replay`: the delivered row it sends again. Its workflow's
+    /// `on_done` SQL is not run (the original's already ran).
+    pub replay_of: Option<i64>,
 }
 
 impl Claimed {
     /// The completion that records `outcome` for this row under its claim token (what a
-    /// deliverer's result becomes before [`Store::complete`]).
+    /// deliverer's result becomes before [`Store::complete`]). A replay's (`replay_of` set)
+    /// drops `on_done`: the original's already ran, and its `:key` would be the replay's.
     pub fn completion(
         &self,
         outcome: Outcome,
@@ -269,7 +273,11 @@ impl Claimed {
             attempt: self.attempt,
             outcome,
             record,
-            on_done,
+            on_done: if self.replay_of.is_some() {
+                None
+            } else {
+                on_done
+            },
         }
     }
 }
@@ -411,6 +419,14 @@ pub struct OutboxRow {
     pub updated_at: DateTime<Utc>,
     pub done_at: Option<DateTime<Utc>>,
     pub payload: String,
+    /// Its ordering group, if any (see [`enqueue_ordered`]).
+    pub ordering_key: Option<String>,
+    /// Set when an operator released this dead row from its group (`ferry release`).
+    pub released_at: Option<DateTime<Utc>>,
+    pub released_by: Option<String>,
+    pub release_reason: Option<String>,
+    /// Set on a row made by `ferry replay`: the id of the delivered row it sends again.
+    pub replay_of: Option<i64>,
 }
 
 /// One line of `ferry_attempts`.

@@ -235,6 +235,12 @@ async fn dead_head_blocks_its_group_until_released(db: TestDb) {
         .await,
         1
     );
+    // `ferry show` and its JSON carry the group and the release.
+    let row = db.store.get(dead).await.unwrap();
+    assert_eq!(row.ordering_key.as_deref(), Some("a"));
+    assert_eq!(row.released_by.as_deref(), Some("tester"));
+    assert_eq!(row.release_reason.as_deref(), Some("superseded by a/2"));
+    assert!(row.released_at.is_some() && row.replay_of.is_none());
     let ok = run_relays(std::slice::from_ref(&db.store), &sink, || {
         sink.done_of("a").len() == 2
     })

@@ -310,6 +310,7 @@ pub(crate) struct ClaimRow {
     attempts: i32,
     created_at: DateTime<Utc>,
     payload_bytes: i64,
+    replay_of: Option<i64>,
 }
 
 /// The claimed rows of one claim; rows it made dead for their size are logged and left out.
@@ -328,6 +329,7 @@ pub(crate) fn claimed(rows: Vec<ClaimRow>, token: Uuid) -> Vec<Claimed> {
                 attempt: r.attempts,
                 token,
                 created_at: r.created_at,
+                replay_of: r.replay_of,
             })
         })
         .collect()
