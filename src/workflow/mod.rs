@@ -144,6 +144,8 @@ pub struct WorkflowSummary {
     pub file: PathBuf,
     pub document: DocumentKind,
     pub source: Option<SourceSql>,
+    /// The payload field that names the document (its code in logs and `ferry replay`).
+    pub identify_by: Option<String>,
 }
 
 impl From<&Workflow> for WorkflowSummary {
@@ -153,6 +155,7 @@ impl From<&Workflow> for WorkflowSummary {
             file: w.file.clone(),
             document: w.document,
             source: w.source.clone(),
+            identify_by: w.identify_by.clone(),
         }
     }
 }
@@ -216,6 +219,7 @@ pub fn peek(dir: &Path, name: &str) -> Result<WorkflowSummary, WorkflowError> {
             order_sql: s.order_sql,
             items_sql: s.items_sql,
         }),
+        identify_by: raw.identify_by,
     })
 }
 
