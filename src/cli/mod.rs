@@ -99,6 +99,25 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Send delivered rows again on purpose: each done row of WORKFLOW finished in
+    /// [--since, --until) gets a new row (new Idempotency-Key, key <key>#replay-<n>); the
+    /// original stays done and on_done SQL is not run for the replay.
+    Replay {
+        #[arg(long)]
+        workflow: String,
+        /// RFC 3339 (2026-02-13T10:00:00Z), or a date (2026-02-13, midnight UTC).
+        #[arg(long, value_parser = parse_time)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// As --since; exclusive.
+        #[arg(long, value_parser = parse_time)]
+        until: chrono::DateTime<chrono::Utc>,
+        /// Only the row with this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Print what would be sent (ids, keys, document codes); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Pause a workflow (or --target: all its workflows) for every relay, within a second.
     Pause {
         /// The workflow (or the target, with --target).
@@ -432,6 +451,25 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             ctx.print(&serde_json::json!({"released": id}), || {
                 format!("row {id} released: it stays dead, and its group goes on without it")
             });
+        }
+        Command::Replay {
+            workflow,
+            since,
+            until,
+            key,
+            dry_run,
+        } => {
+            let selection = crate::outbox::ReplaySelection {
+                workflow,
+                since,
+                until,
+                key,
+            };
+            let lines = ctx.operator().await?.replay(&selection, dry_run).await?;
+            ctx.print(
+                &serde_json::json!({"dry_run": dry_run, "replays": lines}),
+                || replay_text(&lines, dry_run),
+            );
         }
         Command::Pause {
             workflow,
@@ -1014,4 +1052,54 @@ fn pause_subject(
         (None, Some(t)) => Ok((PauseKind::Target, t)),
         _ => bail!("say what: a workflow name, or --target <name>"),
     }
+}
+
+/// `--since`/`--until` of `ferry replay`: RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or a date
+/// (midnight UTC).
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S") {
+        return Ok(Utc.from_utc_datetime(&t));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()));
+    }
+    Err(format!(
+        "{text:?} is not a time: use RFC 3339 (2026-02-13T10:00:00Z) or a date (2026-02-13)"
+    ))
+}
+
+/// What `ferry replay` sent (or, with --dry-run, would send), one line per row.
+fn replay_text(lines: &[crate::outbox::Replayed], dry_run: bool) -> String {
+    if lines.is_empty() {
+        return "no delivered row matches; nothing to replay".into();
+    }
+    let mut s = if dry_run {
+        format!(
+            "dry run: {} would be sent again (nothing changed):\n",
+            crate::text::plural(lines.len(), "row", "rows")
+        )
+    } else {
+        format!(
+            "{} enqueued again:\n",
+            crate::text::plural(lines.len(), "row", "rows")
+        )
+    };
+    for l in lines {
+        s.push_str(&format!(
+            "  row {} ({}, code {}, done {}) -> {} {}\n",
+            l.original_id,
+            l.original_key,
+            l.code.as_deref().unwrap_or("-"),
+            crate::outbox::time_text(l.done_at),
+            l.id.map(|id| format!("new row {id}"))
+                .unwrap_or_else(|| "would be a new row".into()),
+            l.key
+        ));
+    }
+    s
 }

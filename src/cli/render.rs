@@ -85,6 +85,28 @@ pub(super) fn budgets(attempts: &[&crate::outbox::AttemptLine]) -> Vec<u32> {
         .collect()
 }
 
+/// `ferry show`'s lines for the ordering group, a release and a replay, only those that apply.
+fn order_lines(row: &crate::outbox::OutboxRow) -> String {
+    let mut s = String::new();
+    if let Some(k) = &row.ordering_key {
+        s.push_str(&format!("  order key   {k}\n"));
+    }
+    if let Some(at) = row.released_at {
+        s.push_str(&format!(
+            "  released    {} by {}: {}\n",
+            crate::outbox::time_text(at),
+            row.released_by.as_deref().unwrap_or("?"),
+            row.release_reason.as_deref().unwrap_or("-")
+        ));
+    }
+    if let Some(of) = row.replay_of {
+        s.push_str(&format!(
+            "  replay of   {of} (sent again by ferry replay)\n"
+        ));
+    }
+    s
+}
+
 /// `ferry show`: the row, then every request ever made for it. Errors are shown whole.
 pub fn render_show(
     row: &crate::outbox::OutboxRow,
@@ -153,7 +175,7 @@ pub fn render_show(
         attempts_line.push_str(&format!(" ({})", notes.join("; ")));
     }
     let mut s = format!(
-        "outbox row {}\n  workflow    {}\n  key         {}\n  state       {}\n  attempts    {}\n  due/lease   {}\n  created     {}\n  updated     {}\n  done        {}\n  last status {}\n  last error  {}\n  payload     {}\n",
+        "outbox row {}\n  workflow    {}\n  key         {}\n  state       {}\n  attempts    {}\n  due/lease   {}\n  created     {}\n  updated     {}\n  done        {}\n  last status {}\n  last error  {}\n{}  payload     {}\n",
         row.id,
         row.workflow,
         row.key,
@@ -169,6 +191,7 @@ pub fn render_show(
             .map(|s| s.to_string())
             .unwrap_or_else(|| "-".into()),
         row.last_error.clone().unwrap_or_else(|| "-".into()),
+        order_lines(row),
         crate::outbox::excerpt(&row.payload, 2000),
     );
     if history.is_empty() {
@@ -244,6 +267,11 @@ mod tests {
             updated_at: time("2026-12-01T10:00:00.000Z"),
             done_at: None,
             payload: "{}".into(),
+            ordering_key: None,
+            released_at: None,
+            released_by: None,
+            release_reason: None,
+            replay_of: None,
         }
     }
 
@@ -361,5 +389,25 @@ mod tests {
         );
         assert!(!text.contains("bytes cut"), "{text}");
         assert!(text.contains("state       dead\n"), "{text}");
+    }
+
+    #[test]
+    fn show_names_group_release_and_replay() {
+        let plain = render_show(&row("done", 1, None), &[]);
+        assert!(!plain.contains("order key") && !plain.contains("replay of"));
+        let mut r = row("dead", 1, Some("bad"));
+        r.ordering_key = Some("warehouse-7".into());
+        r.released_at = Some(time("2026-12-01T10:05:00.000Z"));
+        r.released_by = Some("anna".into());
+        r.release_reason = Some("superseded".into());
+        r.replay_of = Some(3);
+        let shown = render_show(&r, &[]);
+        assert!(shown.contains("order key   warehouse-7"), "{shown}");
+        assert!(shown.contains("by anna: superseded"), "{shown}");
+        assert!(shown.contains("replay of   3"), "{shown}");
+        let json = row_json(&r);
+        assert_eq!(json["ordering_key"], "warehouse-7");
+        assert_eq!(json["released_by"], "anna");
+        assert_eq!(json["replay_of"], 3);
     }
 }

@@ -20,7 +20,9 @@
 //! * **authenticate**: the target's [`Authenticator`] gives the `Authorization` value. It is the
 //!   seam for kinds that log in and cache a token; the kinds a workflow file declares today
 //!   ([`auth::NoAuth`], [`auth::StaticAuth`] for Basic and bearer) are fixed at start-up.
-//! * **send** (`send.rs`): a target slot, then the request with `Idempotency-Key: <outbox id>` and
+//! * **send** (`send.rs`): a target slot, then one request of the target's `rate_limit` (taken
+//!   from the store, shared by every relay; while refused the delivery waits, spending nothing),
+//!   then the request with `Idempotency-Key: <outbox id>` and
 //!   a new `X-Request-Id`, no redirects followed, a bounded body read, and every text taken from
 //!   the answer scrubbed of the target's secrets (`scrub.rs`).
 //! * **judge**: the workflow's [`ResponseRule`] says what the answer means, as a [`Verdict`]; the
@@ -55,7 +57,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::sync::Semaphore;
 
 use crate::documents::DocumentKind;
-use crate::outbox::{excerpt, AttemptRecord, Claimed, OnDoneSql, Outcome};
+use crate::outbox::{excerpt, AttemptRecord, Claimed, OnDoneSql, Outcome, RateLimit, Store};
 use crate::relay::{Deliver, Delivery};
 use crate::workflow::{bind_params, ParamStyle, Registry, Target, Workflow};
 use circuit::{Admit, Circuit, CircuitView};
@@ -97,6 +99,10 @@ struct TargetRuntime {
     circuit: Circuit,
     /// Gives the credential, and masks the target's secrets in everything that comes back.
     auth: Arc<dyn Authenticator>,
+    /// Its `rate_limit`, and the store that keeps it for the whole deployment (set by
+    /// [`HttpDeliverer::with_rate_store`]; without one the limit is not kept).
+    rate: Option<RateLimit>,
+    rate_store: Option<Store>,
 }
 
 /// A workflow, ready to send.
@@ -166,6 +172,20 @@ impl HttpDeliverer {
             observer.circuit(&t.name, t.circuit.view());
         }
         self.observer = Some(observer);
+        self
+    }
+
+    /// Keep the targets' `rate_limit`s in `store` (`ferry_rate`, shared by every relay on the
+    /// database): before each request to a limited target, after its concurrency slot, the send
+    /// stage takes one request of the limit, and while refused waits (no attempt spent, no
+    /// transaction held) and asks again. Without a store the limits are not kept (tests and
+    /// benches that build a deliverer on its own).
+    pub fn with_rate_store(mut self, store: Store) -> Self {
+        for t in &mut self.targets {
+            if t.rate.is_some() {
+                t.rate_store = Some(store.clone());
+            }
+        }
         self
     }
 
@@ -528,6 +548,8 @@ fn target_runtime(t: &Target, registry: &Registry) -> Result<TargetRuntime, Deli
         slots: Semaphore::new(t.max_concurrency.max(1)),
         circuit: Circuit::new(t.circuit),
         auth: auth::authenticator(&t.auth),
+        rate: t.rate_limit,
+        rate_store: None,
     })
 }
 

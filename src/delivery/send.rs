@@ -5,7 +5,11 @@
 //! POST into a bodiless GET whose landing page "succeeds" (302/303), or re-send the document and
 //! its idempotency key to another origin (307/308)).
 //!
-//! Per request: a target slot first (its `max_concurrency`), then the workflow's headers,
+//! Per request: a target slot first (its `max_concurrency`), then one request of its
+//! `rate_limit` (see [`take_rate`]: after the slot, so the request leaves right when its turn
+//! was granted and the spacing the limiter computed is the spacing the target sees; taking it
+//! before the slot would let a turn age in the slot queue and requests bunch up behind it), then
+//! the workflow's headers,
 //! `Authorization` from the authenticator, `Idempotency-Key: <outbox id>` (stable across retries
 //! and crashes) and `X-Request-Id` (new per request). At most [`READ_LIMIT`] bytes of the body
 //! are read. Everything taken from the answer (body, `Location`, transport error text) passes
@@ -71,6 +75,7 @@ pub(super) async fn send(target: &TargetRuntime, request: Request<'_>) -> Sent {
         .acquire()
         .await
         .expect("target semaphore is never closed");
+    take_rate(target).await;
     let started_at = Utc::now();
     let began = Instant::now();
     let mut headers = request.headers.clone();
@@ -117,6 +122,32 @@ pub(super) async fn send(target: &TargetRuntime, request: Request<'_>) -> Sent {
         answer,
         started_at,
         began,
+    }
+}
+
+/// The longest single sleep while a rate limit refuses (then it is asked again), and the pause
+/// after the store could not be asked.
+const RATE_SLEEP_MAX: Duration = Duration::from_secs(2);
+
+/// Take one request of `target`'s rate limit, waiting while the store refuses. The wait spends
+/// no attempt (the delivery is marked waiting, so a shutdown hands the row back) and holds no
+/// database transaction (each ask is one statement); the row's lease is extended by the relay
+/// meanwhile. Each sleep is bounded by [`RATE_SLEEP_MAX`]; a store error is logged and asked
+/// again after that pause rather than sending over the limit.
+async fn take_rate(target: &TargetRuntime) {
+    let (Some(limit), Some(store)) = (target.rate, target.rate_store.as_ref()) else {
+        return;
+    };
+    crate::relay::mark_waiting();
+    loop {
+        match store.rate_take(&target.name, limit).await {
+            Ok(None) => return,
+            Ok(Some(wait)) => tokio::time::sleep(wait.min(RATE_SLEEP_MAX)).await,
+            Err(e) => {
+                tracing::warn!(target_name = %target.name, error = %e, "cannot take from the target's rate limit; asking again");
+                tokio::time::sleep(RATE_SLEEP_MAX).await;
+            }
+        }
     }
 }
 

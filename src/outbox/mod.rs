@@ -251,11 +251,15 @@ pub struct Claimed {
     /// The claim token that completion must present.
     pub token: Uuid,
     pub created_at: DateTime<Utc>,
+    /// Set on a row made by `ferry replay`: the delivered row it sends again. Its workflow's
+    /// `on_done` SQL is not run (the original's already ran).
+    pub replay_of: Option<i64>,
 }
 
 impl Claimed {
     /// The completion that records `outcome` for this row under its claim token (what a
-    /// deliverer's result becomes before [`Store::complete`]).
+    /// deliverer's result becomes before [`Store::complete`]). A replay's (`replay_of` set)
+    /// drops `on_done`: the original's already ran, and its `:key` would be the replay's.
     pub fn completion(
         &self,
         outcome: Outcome,
@@ -269,7 +273,11 @@ impl Claimed {
             attempt: self.attempt,
             outcome,
             record,
-            on_done,
+            on_done: if self.replay_of.is_some() {
+                None
+            } else {
+                on_done
+            },
         }
     }
 }
@@ -395,6 +403,41 @@ impl RateLimit {
     }
 }
 
+/// Which delivered rows `ferry replay` sends again: `done` rows of `workflow` (not replays
+/// themselves) whose `done_at` is in `[since, until)`, of one key if given.
+#[derive(Debug, Clone)]
+pub struct ReplaySelection {
+    pub workflow: String,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub key: Option<String>,
+}
+
+/// The most rows one replay takes; a wider selection is refused (narrow the range).
+pub const REPLAY_MAX: i64 = 10_000;
+
+/// One row a replay sends again (or would, in a dry run).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replayed {
+    pub original_id: i64,
+    pub original_key: String,
+    pub done_at: DateTime<Utc>,
+    /// The replay's key: `<original key>#replay-<n>`.
+    pub key: String,
+    /// The new row's id (its Idempotency-Key); `None` in a dry run.
+    pub id: Option<i64>,
+    /// The document's code (its workflow's `identify_by` field), filled in by the operator.
+    pub code: Option<String>,
+    /// The payload as JSON text (for the document's code).
+    #[serde(skip)]
+    pub payload: String,
+}
+
+/// A replay's key: the original's with `#replay-<n>`.
+pub fn replay_key(original: &str, n: i64) -> String {
+    format!("{original}#replay-{n}")
+}
+
 /// A whole outbox row, for `ferry show` and `ferry list`. Timestamps serialise as RFC 3339 UTC.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct OutboxRow {
@@ -411,6 +454,14 @@ pub struct OutboxRow {
     pub updated_at: DateTime<Utc>,
     pub done_at: Option<DateTime<Utc>>,
     pub payload: String,
+    /// Its ordering group, if any (see [`enqueue_ordered`]).
+    pub ordering_key: Option<String>,
+    /// Set when an operator released this dead row from its group (`ferry release`).
+    pub released_at: Option<DateTime<Utc>>,
+    pub released_by: Option<String>,
+    pub release_reason: Option<String>,
+    /// Set on a row made by `ferry replay`: the id of the delivered row it sends again.
+    pub replay_of: Option<i64>,
 }
 
 /// One line of `ferry_attempts`.
@@ -725,6 +776,25 @@ impl Store {
     /// Run a statement with no parameters (used by tests and the demo for example schemas).
     pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
         self.backend.execute_script(sql).await
+    }
+
+    /// Send delivered rows again on purpose: see [`OutboxBackend::replay`]. Every new row gets
+    /// its own id (a new Idempotency-Key) and `replay_of`; its workflow's `on_done` SQL is not
+    /// run for it.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidIntent`] for an empty range or one wider than [`REPLAY_MAX`] rows.
+    pub async fn replay(
+        &self,
+        selection: &ReplaySelection,
+        dry_run: bool,
+    ) -> Result<Vec<Replayed>, StoreError> {
+        if selection.since >= selection.until {
+            return Err(StoreError::InvalidIntent(
+                "the replay's --since must be before its --until".into(),
+            ));
+        }
+        self.backend.replay(selection, dry_run).await
     }
 
     /// Delete `done` rows finished more than `older_than` ago (their attempts go with them, by

@@ -37,8 +37,9 @@ impl Engine<HttpDeliverer> {
     ) -> Result<Engine<HttpDeliverer>, ServiceError> {
         let metrics = Arc::new(Metrics::new());
         metrics.set_known_workflows(registry.iter().map(|w| w.name.clone()));
-        let deliverer =
-            HttpDeliverer::new(registry)?.with_observer(Arc::new(MetricsObserver(metrics.clone())));
+        let deliverer = HttpDeliverer::new(registry)?
+            .with_observer(Arc::new(MetricsObserver(metrics.clone())))
+            .with_rate_store(store.clone());
         Ok(Engine::assemble(store, deliverer, config, metrics))
     }
 }

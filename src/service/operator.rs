@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::ServiceError;
 use crate::export::ExportReport;
 use crate::outbox::{
-    AttemptLine, BlockedGroup, Enqueued, ListFilter, OutboxRow, PauseKind, PausedLine, State,
-    StatusLine, Store,
+    AttemptLine, BlockedGroup, Enqueued, ListFilter, OutboxRow, PauseKind, PausedLine,
+    ReplaySelection, Replayed, State, StatusLine, Store,
 };
 use crate::workflow::WorkflowSummary;
 
@@ -222,6 +222,28 @@ impl Operator {
             }
         }
         Ok(report)
+    }
+
+    /// Send delivered rows again on purpose (`ferry replay`): each selected `done` row gets a
+    /// new row (its own id, so a new Idempotency-Key; key `<key>#replay-<n>`; `replay_of` the
+    /// original), the original stays `done`, and the workflow's `on_done` SQL is not run for
+    /// the replay. `dry_run`: what would be sent, nothing changed. Each line carries the
+    /// document's code when the workflow file names one (`identify_by`).
+    pub async fn replay(
+        &self,
+        selection: &ReplaySelection,
+        dry_run: bool,
+    ) -> Result<Vec<Replayed>, ServiceError> {
+        let identify_by = self.workflow(&selection.workflow)?.identify_by;
+        let mut lines = self.store.replay(selection, dry_run).await?;
+        if let Some(field) = identify_by {
+            for line in &mut lines {
+                line.code = serde_json::from_str(&line.payload)
+                    .ok()
+                    .and_then(|p| crate::documents::document_code(&p, &field));
+            }
+        }
+        Ok(lines)
     }
 
     /// What enqueueing needs of a workflow (its document kind), without its targets' variables.

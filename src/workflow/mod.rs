@@ -124,6 +124,8 @@ pub struct Target {
     pub max_concurrency: usize,
     pub tls_verify: bool,
     pub circuit: CircuitPolicy,
+    /// Its `rate_limit`, shared by every relay on the database; `None`: unlimited.
+    pub rate_limit: Option<crate::outbox::RateLimit>,
 }
 
 /// SQL used to build a document from business tables (`ferry export-invoice`).
@@ -142,6 +144,8 @@ pub struct WorkflowSummary {
     pub file: PathBuf,
     pub document: DocumentKind,
     pub source: Option<SourceSql>,
+    /// The payload field that names the document (its code in logs and `ferry replay`).
+    pub identify_by: Option<String>,
 }
 
 impl From<&Workflow> for WorkflowSummary {
@@ -151,6 +155,7 @@ impl From<&Workflow> for WorkflowSummary {
             file: w.file.clone(),
             document: w.document,
             source: w.source.clone(),
+            identify_by: w.identify_by.clone(),
         }
     }
 }
@@ -214,6 +219,7 @@ pub fn peek(dir: &Path, name: &str) -> Result<WorkflowSummary, WorkflowError> {
             order_sql: s.order_sql,
             items_sql: s.items_sql,
         }),
+        identify_by: raw.identify_by,
     })
 }
 

@@ -44,6 +44,16 @@ pub(crate) struct RawTarget {
     pub auth: RawAuth,
     pub tls_verify: Option<bool>,
     pub circuit: Option<RawCircuit>,
+    /// `rate_limit = { requests = 45, per = "3s" }`: at most `requests` per `per`, shared by
+    /// every relay on the database.
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub requests: i64,
+    pub per: String,
 }
 
 /// All auth kinds share one struct; which fields are allowed depends on

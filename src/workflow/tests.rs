@@ -852,3 +852,60 @@ fn document_code_uses_identify_by() {
         Some("INV-2026-001")
     );
 }
+
+#[test]
+fn rate_limit_is_read_and_range_checked() {
+    let with = |v: &str| {
+        variant(
+            "max_concurrency = 4",
+            &format!("max_concurrency = 4\nrate_limit = {v}"),
+        )
+    };
+    let registry = load(&with("{ requests = 45, per = \"3s\" }")).unwrap();
+    let w = registry.iter().next().unwrap();
+    assert_eq!(
+        w.target.rate_limit,
+        Some(crate::outbox::RateLimit {
+            requests: 45,
+            per: Duration::from_secs(3)
+        })
+    );
+    assert_eq!(
+        load(VALID)
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .target
+            .rate_limit,
+        None
+    );
+    assert_error(
+        &with("{ requests = 0, per = \"3s\" }"),
+        "target.rate_limit.requests",
+        "between 1 and 1000000, got 0",
+    );
+    assert_error(
+        &with("{ requests = 45, per = \"soon\" }"),
+        "target.rate_limit.per",
+        "invalid duration \"soon\"",
+    );
+    assert_error(
+        &with("{ requests = 45, per = \"0s\" }"),
+        "target.rate_limit.per",
+        "greater than zero",
+    );
+    assert_error(
+        &with("{ requests = 100000, per = \"1s\" }"),
+        "target.rate_limit",
+        "more than one per 1ms",
+    );
+    let list = errors(&with("{ requests = 45 }"));
+    assert!(
+        list.iter()
+            .any(|e| e.field.as_deref().unwrap_or("").contains("target")
+                && e.file.to_string_lossy().ends_with(".toml")),
+        "{}",
+        WorkflowErrors(list.clone())
+    );
+}

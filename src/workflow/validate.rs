@@ -16,15 +16,22 @@ use reqwest::{Method, Url};
 use toml::Table;
 
 use super::env::{interpolate_table, EnvLookup};
-use super::raw::{self, RawAuth, RawCircuit, RawRequest, RawRetry, RawTarget, RawWorkflow};
+use super::raw::{
+    self, RawAuth, RawCircuit, RawRateLimit, RawRequest, RawRetry, RawTarget, RawWorkflow,
+};
 use super::retry::{attempts_within, Backoff, RetryPolicy};
 use super::sql::{self, ON_DONE_PARAMS, RECONCILE_PARAMS, SOURCE_PARAMS};
 use super::{Auth, CircuitPolicy, Reconcile, Secret, SourceSql, Target, Workflow, WorkflowError};
 use crate::documents::DocumentKind;
+use crate::outbox::RateLimit;
 
 const NAME_MAX: usize = 64;
 const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const MAX_CONCURRENCY: i64 = 1024;
+/// `target.rate_limit` bounds.
+const MAX_RATE_REQUESTS: i64 = 1_000_000;
+const MAX_RATE_PER: Duration = Duration::from_secs(24 * 3600);
+const MIN_RATE_INTERVAL: Duration = Duration::from_millis(1);
 const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_GIVE_UP: Duration = Duration::from_secs(366 * 24 * 3600);
 const MAX_ATTEMPTS: u32 = 100_000;
@@ -361,6 +368,10 @@ fn target(raw: RawTarget, problems: &mut Problems<'_>) -> Option<Target> {
     };
     let auth = auth(raw.auth, problems);
     let circuit = circuit(raw.circuit, problems);
+    let rate_limit = match raw.rate_limit {
+        None => Some(None),
+        Some(raw) => rate_limit(raw, problems).map(Some),
+    };
     Some(Target {
         name: name?,
         base_url: base_url?,
@@ -368,7 +379,44 @@ fn target(raw: RawTarget, problems: &mut Problems<'_>) -> Option<Target> {
         max_concurrency: max_concurrency?,
         tls_verify: raw.tls_verify.unwrap_or(true),
         circuit: circuit?,
+        rate_limit: rate_limit?,
     })
+}
+
+/// `target.rate_limit`: `requests` in 1..=[`MAX_RATE_REQUESTS`], `per` a duration up to
+/// [`MAX_RATE_PER`], and their spacing (`per / requests`) at least [`MIN_RATE_INTERVAL`] (finer
+/// than the databases' clocks can space requests).
+fn rate_limit(raw: RawRateLimit, problems: &mut Problems<'_>) -> Option<RateLimit> {
+    let requests = if (1..=MAX_RATE_REQUESTS).contains(&raw.requests) {
+        u32::try_from(raw.requests).ok()
+    } else {
+        problems.at(
+            "target.rate_limit.requests",
+            format!(
+                "must be between 1 and {MAX_RATE_REQUESTS}, got {}",
+                raw.requests
+            ),
+        );
+        None
+    };
+    let per = duration(problems, "target.rate_limit.per", &raw.per, MAX_RATE_PER);
+    let limit = RateLimit {
+        requests: requests?,
+        per: per?,
+    };
+    if limit.interval() < MIN_RATE_INTERVAL {
+        problems.at(
+            "target.rate_limit",
+            format!(
+                "{} requests per {} is more than one per {}; the finest limit Ferry keeps",
+                limit.requests,
+                humantime::format_duration(limit.per),
+                humantime::format_duration(MIN_RATE_INTERVAL)
+            ),
+        );
+        return None;
+    }
+    Some(limit)
 }
 
 /// The value is not echoed: it may come from the environment and a URL is
@@ -888,6 +936,7 @@ pub(super) fn cross_check(workflows: &[Workflow], errors: &mut Vec<WorkflowError
             ),
             ("target.tls_verify", mine.tls_verify != theirs.tls_verify),
             ("target.circuit", mine.circuit != theirs.circuit),
+            ("target.rate_limit", mine.rate_limit != theirs.rate_limit),
         ];
         for (field, differs) in differs {
             if differs {

@@ -235,6 +235,12 @@ async fn dead_head_blocks_its_group_until_released(db: TestDb) {
         .await,
         1
     );
+    // `ferry show` and its JSON carry the group and the release.
+    let row = db.store.get(dead).await.unwrap();
+    assert_eq!(row.ordering_key.as_deref(), Some("a"));
+    assert_eq!(row.released_by.as_deref(), Some("tester"));
+    assert_eq!(row.release_reason.as_deref(), Some("superseded by a/2"));
+    assert!(row.released_at.is_some() && row.replay_of.is_none());
     let ok = run_relays(std::slice::from_ref(&db.store), &sink, || {
         sink.done_of("a").len() == 2
     })
@@ -389,8 +395,15 @@ async fn pause_and_resume(db: TestDb) {
         sink.log()
     );
     for id in ids {
+        // The sink logs a delivery before the relay records it (completions are batched).
+        assert!(
+            wait_until(Duration::from_secs(3), || async {
+                db.state_of(id).await == State::Done
+            })
+            .await,
+            "row {id} not done"
+        );
         assert_eq!(db.store.get(id).await.unwrap().attempts, 1, "row {id}");
-        assert_eq!(db.state_of(id).await, State::Done);
     }
     stop.cancel();
     handle.await.unwrap();
@@ -478,3 +491,219 @@ async fn rate_limit_is_shared(db: TestDb) {
     assert!(all.len() >= 40, "only {} requests in 2.5 s", all.len());
 }
 both_backends!(rate_limit_is_shared, rate_limit_is_shared);
+
+/// A target's `rate_limit` kept across relays: three relays (three stores on one database), each
+/// with its own HTTP deliverer, deliver to a loopback target limited to 20 requests/s; the
+/// target sees at most 20 (and a little tolerance for loopback jitter) in any 1 s window, every
+/// row is delivered once, and waiting spent no attempt.
+async fn rate_limit_holds_across_relays(db: TestDb) {
+    use ferry::delivery::HttpDeliverer;
+    use ferry::testkit::TargetServer;
+    crate::helpers::seed_shop(&db).await;
+    let target = TargetServer::start().await.unwrap();
+    target.record_requests(true);
+    let registry = crate::helpers::shipped_registry(
+        &target.base_url(),
+        &[(
+            "onec_invoice",
+            "max_concurrency = 4",
+            "max_concurrency = 4\nrate_limit = { requests = 20, per = \"1s\" }",
+        )],
+    );
+    let rows = 50;
+    let mut ids = Vec::new();
+    for n in 0..rows {
+        let doc = crate::delivery::invoice(&format!("RL-{n:03}"));
+        ids.push(
+            db.store
+                .enqueue("onec_invoice", &format!("{}", 5000 + n), &doc)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let stores = vec![
+        db.store.clone(),
+        db.second_store().await,
+        db.second_store().await,
+    ];
+    let stop = CancellationToken::new();
+    let mut handles = Vec::new();
+    for s in &stores {
+        let deliverer = HttpDeliverer::new(&registry)
+            .unwrap()
+            .with_rate_store(s.clone());
+        let relay = Relay::new(s.clone(), Arc::new(deliverer), config());
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move { relay.run(stop).await }));
+    }
+    let all_done = wait_until(Duration::from_secs(30), || async {
+        db.scalar("SELECT count(*) FROM ferry_outbox WHERE state = 'done'")
+            .await
+            == rows
+    })
+    .await;
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert!(all_done, "not every row was delivered");
+    let mut times: Vec<_> = target.requests().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), rows as usize, "one request per row");
+    times.sort();
+    let max_window = times
+        .iter()
+        .map(|t| {
+            times
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(max_window <= 22, "{max_window} requests in one second");
+    let span = *times.last().unwrap() - times[0];
+    assert!(
+        span >= Duration::from_millis(2200),
+        "{rows} requests in {span:?}: the limit did not hold them back"
+    );
+    for id in ids {
+        assert_eq!(db.store.get(id).await.unwrap().attempts, 1);
+    }
+}
+both_backends!(
+    rate_limit_holds_across_relays,
+    rate_limit_holds_across_relays
+);
+
+/// `ferry replay`: the selected delivered rows are sent once more as new rows (new
+/// Idempotency-Keys, keys `<key>#replay-<n>`, `replay_of` set), the originals stay done, the
+/// workflow's on_done SQL does not run for a replay, and a dry run changes nothing.
+async fn replay_sends_selected_rows_again(db: TestDb) {
+    use ferry::outbox::ReplaySelection;
+    use ferry::service::Operator;
+    use ferry::testkit::TargetServer;
+    crate::helpers::seed_shop(&db).await;
+    let target = TargetServer::start().await.unwrap();
+    target.record_requests(true);
+    let registry = crate::delivery::fast_registry(&target.base_url());
+    let relay = crate::delivery::http_relay(&db, &registry);
+    let mut originals = Vec::new();
+    for (key, number) in [
+        ("1001", "INV-R-1"),
+        ("1002", "INV-R-2"),
+        ("1003", "INV-R-3"),
+    ] {
+        let doc = crate::delivery::invoice(number);
+        let id = db
+            .store
+            .enqueue("onec_invoice", key, &doc)
+            .await
+            .unwrap()
+            .id;
+        assert_eq!(crate::delivery::settle(&relay, &db, id).await, "done");
+        originals.push(id);
+    }
+    // Row 1003 was delivered long ago: outside the range below.
+    db.exec(&format!(
+        "UPDATE ferry_outbox SET done_at = '2020-01-01T00:00:00.000Z' WHERE id = {}",
+        originals[2]
+    ))
+    .await
+    .unwrap();
+    db.exec("UPDATE orders SET invoice_exported_to_1c = FALSE, onec_response = NULL")
+        .await
+        .unwrap();
+    let workflows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    let operator = Operator::new(db.store.clone(), workflows);
+    let now = chrono::Utc::now();
+    let selection = ReplaySelection {
+        workflow: "onec_invoice".into(),
+        since: now - chrono::Duration::hours(1),
+        until: now + chrono::Duration::hours(1),
+        key: None,
+    };
+    let rows_before = db.scalar("SELECT count(*) FROM ferry_outbox").await;
+    let requests_before = target.requests().len();
+
+    // Dry run: the two rows in range, with their codes; nothing written, nothing sent.
+    let dry = operator.replay(&selection, true).await.unwrap();
+    let listed: Vec<_> = dry
+        .iter()
+        .map(|r| (r.original_id, r.key.as_str(), r.code.as_deref(), r.id))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (originals[0], "1001#replay-1", Some("INV-R-1"), None),
+            (originals[1], "1002#replay-1", Some("INV-R-2"), None),
+        ]
+    );
+    relay.tick().await.unwrap();
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM ferry_outbox").await,
+        rows_before
+    );
+    assert_eq!(target.requests().len(), requests_before);
+
+    // The replay: two new rows, delivered once each with their own Idempotency-Keys.
+    let done = operator.replay(&selection, false).await.unwrap();
+    assert_eq!(done.len(), 2);
+    for (r, original) in done.iter().zip(&originals) {
+        let id = r.id.expect("a new row");
+        assert!(!originals.contains(&id));
+        let row = db.store.get(id).await.unwrap();
+        assert_eq!(row.replay_of, Some(*original));
+        assert_eq!(row.key, r.key);
+        assert_eq!(crate::delivery::settle(&relay, &db, id).await, "done");
+    }
+    let sent: Vec<String> = target.requests()[requests_before..]
+        .iter()
+        .map(|r| r.idempotency_key().unwrap().to_string())
+        .collect();
+    let mut expected: Vec<String> = done.iter().map(|r| r.id.unwrap().to_string()).collect();
+    let mut got = sent.clone();
+    got.sort();
+    expected.sort();
+    assert_eq!(
+        got, expected,
+        "one request per replay, each with its new key"
+    );
+    for id in &originals {
+        assert_eq!(db.state_of(*id).await, State::Done);
+    }
+    // on_done did not run for the replays (the orders stay as reset above).
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM orders WHERE invoice_exported_to_1c")
+            .await,
+        0
+    );
+    // A second replay of the same key numbers on; a replay is not itself replayed.
+    let again = operator
+        .replay(
+            &ReplaySelection {
+                key: Some("1001".into()),
+                ..selection.clone()
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].key, "1001#replay-2");
+    assert!(operator
+        .replay(
+            &ReplaySelection {
+                since: selection.until,
+                until: selection.since,
+                ..selection.clone()
+            },
+            true
+        )
+        .await
+        .is_err());
+}
+both_backends!(
+    replay_sends_selected_rows_again,
+    replay_sends_selected_rows_again
+);

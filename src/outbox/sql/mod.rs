@@ -64,6 +64,10 @@ pub mod postgres {
     pub const RELEASE: &str = include_str!("postgres/release.sql");
     /// Reset dead rows (of one workflow, or all).
     pub const RESET_DEAD: &str = include_str!("postgres/reset_dead.sql");
+    /// The delivered rows a replay sends again, with each one's next replay number.
+    pub const REPLAY_SELECT: &str = include_str!("postgres/replay_select.sql");
+    /// One replay row of a delivered row.
+    pub const REPLAY_INSERT: &str = include_str!("postgres/replay_insert.sql");
     /// Resume a workflow or a target, waking relays.
     pub const RESUME: &str = include_str!("postgres/resume.sql");
     /// An operator's move of one row from a known state.
@@ -124,6 +128,10 @@ pub mod sqlite {
     pub const RELEASE: &str = include_str!("sqlite/release.sql");
     /// Reset dead rows (of one workflow, or all).
     pub const RESET_DEAD: &str = include_str!("sqlite/reset_dead.sql");
+    /// The delivered rows a replay sends again, with each one's next replay number.
+    pub const REPLAY_SELECT: &str = include_str!("sqlite/replay_select.sql");
+    /// One replay row of a delivered row.
+    pub const REPLAY_INSERT: &str = include_str!("sqlite/replay_insert.sql");
     /// Resume a workflow or a target.
     pub const RESUME: &str = include_str!("sqlite/resume.sql");
     /// Whether one row still exists.

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use super::dynamic::{NamedRow, SqlValue};
 use super::{
     AttemptLine, AttemptOutcome, BlockedGroup, Claimed, Completion, Enqueued, ListFilter,
-    OutboxRow, PauseKind, PausedLine, RateLimit, Recorded, State, StatusLine, StoreError,
-    MAX_PAYLOAD_BYTES,
+    OutboxRow, PauseKind, PausedLine, RateLimit, Recorded, ReplaySelection, Replayed, State,
+    StatusLine, StoreError, MAX_PAYLOAD_BYTES, REPLAY_MAX,
 };
 
 pub(crate) mod pg;
@@ -243,6 +243,22 @@ pub trait OutboxBackend: Clone + Send + Sync + 'static {
         limit: RateLimit,
     ) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send;
 
+    /// Send delivered rows again on purpose (`ferry replay`), in **one transaction**: for each
+    /// row of `selection`, oldest first, a new `pending` row with the original's workflow,
+    /// ordering key and payload, the key `<original key>#replay-<n>` (n one more than the
+    /// highest replay of that original so far) and `replay_of` naming the original, which stays
+    /// `done`. A replay is not itself replayed by a later selection. `dry_run`: the same answer
+    /// (with `id: None`), nothing written. Wakes idle relays.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidIntent`] when more than [`REPLAY_MAX`] rows match (nothing written)
+    /// or a replay key would be over the key limit.
+    fn replay(
+        &self,
+        selection: &ReplaySelection,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<Vec<Replayed>, StoreError>> + Send;
+
     /// Delete `done` rows whose `done_at` is more than `older_than` before the database's now,
     /// with their attempts, in batches (one short statement each). Never touches live or dead
     /// rows. Returns how many outbox rows.
@@ -310,6 +326,7 @@ pub(crate) struct ClaimRow {
     attempts: i32,
     created_at: DateTime<Utc>,
     payload_bytes: i64,
+    replay_of: Option<i64>,
 }
 
 /// The claimed rows of one claim; rows it made dead for their size are logged and left out.
@@ -328,6 +345,7 @@ pub(crate) fn claimed(rows: Vec<ClaimRow>, token: Uuid) -> Vec<Claimed> {
                 attempt: r.attempts,
                 token,
                 created_at: r.created_at,
+                replay_of: r.replay_of,
             })
         })
         .collect()
@@ -435,6 +453,46 @@ where
 /// A duration in whole milliseconds, as the PostgreSQL statements take it.
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A row of [`OutboxBackend::replay`]'s selection, as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ReplayRow {
+    original_id: i64,
+    original_key: String,
+    done_at: DateTime<Utc>,
+    payload: String,
+    next_n: i64,
+}
+
+/// The selection's rows as replays to make (ids not yet known); refuses a selection over
+/// [`REPLAY_MAX`] (the select asks for one more) and keys over the limit.
+pub(crate) fn replays(rows: Vec<ReplayRow>) -> Result<Vec<Replayed>, StoreError> {
+    if rows.len() as i64 > REPLAY_MAX {
+        return Err(StoreError::InvalidIntent(format!(
+            "more than {REPLAY_MAX} delivered rows match; narrow the time range or name a key"
+        )));
+    }
+    rows.into_iter()
+        .map(|r| {
+            let key = super::replay_key(&r.original_key, r.next_n);
+            if key.len() > 500 {
+                return Err(StoreError::InvalidIntent(format!(
+                    "row {}: the replay key {key:?} is over 500 bytes",
+                    r.original_id
+                )));
+            }
+            Ok(Replayed {
+                original_id: r.original_id,
+                original_key: r.original_key,
+                done_at: r.done_at,
+                key,
+                id: None,
+                code: None,
+                payload: r.payload,
+            })
+        })
+        .collect()
 }
 
 // ----- run-time choice of backend ---------------------------------------------------------------
@@ -663,6 +721,17 @@ impl OutboxBackend for AnyBackend {
         match self {
             Self::Postgres(s) => s.rate_take(target, limit).await,
             Self::Sqlite(s) => s.rate_take(target, limit).await,
+        }
+    }
+
+    async fn replay(
+        &self,
+        selection: &ReplaySelection,
+        dry_run: bool,
+    ) -> Result<Vec<Replayed>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.replay(selection, dry_run).await,
+            Self::Sqlite(s) => s.replay(selection, dry_run).await,
         }
     }
 

@@ -13,14 +13,16 @@ use uuid::Uuid;
 
 use super::{
     attempt_error, attempt_outcome, bind_on_done, claimed, http_status, millis, on_done,
-    on_done_failed_reason, oversized_reason, ClaimRow, OutboxBackend, OutboxWaiter,
+    on_done_failed_reason, oversized_reason, replays, ClaimRow, OutboxBackend, OutboxWaiter,
+    ReplayRow,
 };
 use crate::outbox::dynamic::{self, NamedRow, SqlValue};
 use crate::outbox::sql::postgres as sql;
 use crate::outbox::{
     enqueue_ordered, AttemptLine, BlockedGroup, Claimed, Completion, DatabaseUrl, Enqueued,
-    ListFilter, OutboxRow, PauseKind, PausedLine, RateLimit, Recorded, State, StatusLine,
-    StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
+    ListFilter, OutboxRow, PauseKind, PausedLine, RateLimit, Recorded, ReplaySelection, Replayed,
+    State, StatusLine, StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
+    REPLAY_MAX,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -456,6 +458,36 @@ impl OutboxBackend for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok((wait_us > 0).then(|| Duration::from_micros(wait_us as u64)))
+    }
+
+    async fn replay(
+        &self,
+        selection: &ReplaySelection,
+        dry_run: bool,
+    ) -> Result<Vec<Replayed>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<ReplayRow> = sqlx::query_as(sql::REPLAY_SELECT)
+            .bind(&selection.workflow)
+            .bind(selection.since)
+            .bind(selection.until)
+            .bind(selection.key.as_deref())
+            .bind(REPLAY_MAX + 1)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = replays(rows)?;
+        if dry_run {
+            return Ok(out);
+        }
+        for r in &mut out {
+            let id: i64 = sqlx::query_scalar(sql::REPLAY_INSERT)
+                .bind(r.original_id)
+                .bind(&r.key)
+                .fetch_one(&mut *tx)
+                .await?;
+            r.id = Some(id);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {

@@ -20,14 +20,16 @@ use uuid::Uuid;
 
 use super::{
     attempt_error, attempt_outcome, bind_on_done, claimed, http_status, on_done,
-    on_done_failed_reason, oversized_reason, ClaimRow, OutboxBackend, OutboxWaiter,
+    on_done_failed_reason, oversized_reason, replays, ClaimRow, OutboxBackend, OutboxWaiter,
+    ReplayRow,
 };
 use crate::outbox::dynamic::{self, NamedRow, SqlValue};
 use crate::outbox::sql::sqlite as sql;
 use crate::outbox::{
     enqueue_ordered, AttemptLine, BlockedGroup, Claimed, Completion, DatabaseUrl, Enqueued,
-    ListFilter, OutboxRow, PauseKind, PausedLine, RateLimit, Recorded, State, StatusLine,
-    StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
+    ListFilter, OutboxRow, PauseKind, PausedLine, RateLimit, Recorded, ReplaySelection, Replayed,
+    State, StatusLine, StoreConfig, StoreError, CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
+    REPLAY_MAX,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -443,6 +445,37 @@ impl OutboxBackend for SqliteStore {
         Ok(Some(Duration::from_secs_f64(
             wait.unwrap_or(0.001).clamp(0.001, 3600.0),
         )))
+    }
+
+    async fn replay(
+        &self,
+        selection: &ReplaySelection,
+        dry_run: bool,
+    ) -> Result<Vec<Replayed>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows: Vec<ReplayRow> = sqlx::query_as(sql::REPLAY_SELECT)
+            .bind(&selection.workflow)
+            .bind(stored_time(selection.since))
+            .bind(stored_time(selection.until))
+            .bind(selection.key.as_deref())
+            .bind(REPLAY_MAX + 1)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = replays(rows)?;
+        if dry_run {
+            return Ok(out);
+        }
+        for r in &mut out {
+            let id: i64 = sqlx::query_scalar(sql::REPLAY_INSERT)
+                .bind(r.original_id)
+                .bind(&r.key)
+                .fetch_one(&mut *tx)
+                .await?;
+            r.id = Some(id);
+        }
+        tx.commit().await?;
+        self.wake.notify_waiters();
+        Ok(out)
     }
 
     async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {

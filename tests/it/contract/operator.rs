@@ -407,6 +407,11 @@ async fn rows_are_typed_and_serialise_by_name(db: TestDb) {
         "updated_at",
         "done_at",
         "payload",
+        "ordering_key",
+        "released_at",
+        "released_by",
+        "release_reason",
+        "replay_of",
     ];
     expected.sort();
     let mut fields = fields;

@@ -1,3 +1,4 @@
 SELECT id, workflow, key, state, attempts, due_at, last_error, last_status,
-       created_at, updated_at, done_at, payload
+       created_at, updated_at, done_at, payload,
+       ordering_key, released_at, released_by, release_reason, replay_of
   FROM ferry_outbox WHERE workflow = ?1 AND key = ?2
