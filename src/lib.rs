@@ -55,4 +55,6 @@ pub mod testkit;
 pub mod text;
 pub mod workflow;
 
-pub use outbox::{enqueue, enqueue_many, Enqueued, Store, StoreConfig, StoreError};
+pub use outbox::{
+    enqueue, enqueue_many, enqueue_with, EnqueueOptions, Enqueued, Store, StoreConfig, StoreError,
+};

@@ -40,7 +40,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use enqueue::{enqueue, enqueue_many, EnqueueConn, Enqueued, MAX_PAYLOAD_BYTES};
+pub use enqueue::{
+    enqueue, enqueue_many, enqueue_with, is_traceparent, EnqueueConn, EnqueueOptions, Enqueued,
+    MAX_PAYLOAD_BYTES,
+};
 pub use state::{AttemptOutcome, Outcome, State};
 pub use store::{OutboxBackend, OutboxWaiter, Waiter};
 
@@ -248,6 +251,9 @@ pub struct Claimed {
     /// The claim token that completion must present.
     pub token: Uuid,
     pub created_at: DateTime<Utc>,
+    /// The W3C `traceparent` given at enqueue (`ferry_outbox.traceparent`): the parent of each
+    /// attempt's span.
+    pub traceparent: Option<String>,
 }
 
 impl Claimed {

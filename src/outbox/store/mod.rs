@@ -255,6 +255,7 @@ pub(crate) struct ClaimRow {
     attempts: i32,
     created_at: DateTime<Utc>,
     payload_bytes: i64,
+    traceparent: Option<String>,
 }
 
 /// The claimed rows of one claim; rows it made dead for their size are logged and left out.
@@ -273,6 +274,7 @@ pub(crate) fn claimed(rows: Vec<ClaimRow>, token: Uuid) -> Vec<Claimed> {
                 attempt: r.attempts,
                 token,
                 created_at: r.created_at,
+                traceparent: r.traceparent,
             })
         })
         .collect()

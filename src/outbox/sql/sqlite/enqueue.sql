@@ -1,4 +1,4 @@
--- One intent: ?1 workflow, ?2 key, ?3 payload (JSON text).
-INSERT INTO ferry_outbox (workflow, key, payload) VALUES (?1, ?2, ?3)
+-- One intent: ?1 workflow, ?2 key, ?3 payload (JSON text), ?4 traceparent (text or NULL).
+INSERT INTO ferry_outbox (workflow, key, payload, traceparent) VALUES (?1, ?2, ?3, ?4)
 ON CONFLICT (workflow, key) DO NOTHING
 RETURNING id
