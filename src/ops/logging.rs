@@ -25,7 +25,7 @@ use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::FormatFields;
-use tracing_subscriber::layer::{Layered, SubscriberExt as _};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -97,6 +97,8 @@ impl Default for LogConfig {
 /// buffered and stops them. Hold it until the end of `main`.
 #[must_use = "dropping the guard stops log writing; keep it until the process exits"]
 pub struct LogGuard {
+    // Dropped first: the last spans are exported while the log writers still run.
+    _otel: Option<super::otel::OtelGuard>,
     _guards: Vec<WorkerGuard>,
 }
 
@@ -154,11 +156,24 @@ pub fn subscriber(
         guards.push(guard);
     }
 
-    let subscriber = tracing_subscriber::registry().with(filter).with(layers);
-    Ok((Box::new(subscriber), LogGuard { _guards: guards }))
+    // The filter applies to the log lines only: the OpenTelemetry layer (when
+    // OTEL_EXPORTER_OTLP_ENDPOINT is set) takes the attempt spans whatever the log level.
+    let mut all: Vec<BoxedLayer> = vec![layers.with_filter(filter).boxed()];
+    let otel = super::otel::layer()?.map(|(layer, guard)| {
+        all.push(layer);
+        guard
+    });
+    let subscriber = tracing_subscriber::registry().with(all);
+    Ok((
+        Box::new(subscriber),
+        LogGuard {
+            _otel: otel,
+            _guards: guards,
+        },
+    ))
 }
 
-type BoxedLayer = Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync + 'static>;
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
 
 /// Whether `filter` is valid `EnvFilter` syntax; the reason when it is not. For configuration,
 /// so a bad filter is refused by name before anything starts.
@@ -552,9 +567,8 @@ mod tests {
             fmt_layer(LogFormat::Human, tty_writer, true),
             file_layer(LogFormat::Human, file_writer),
         ];
-        let subscriber = tracing_subscriber::registry()
-            .with(parse_filter("info").unwrap())
-            .with(layers);
+        let subscriber =
+            tracing_subscriber::registry().with(layers.with_filter(parse_filter("info").unwrap()));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("deliver", outbox.id = 42);
             let _entered = span.enter();
