@@ -14,3 +14,5 @@ mod newcomer;
 mod outbox_core;
 mod settings;
 mod shutdown;
+mod traceparent;
+mod workflow_schema;
