@@ -288,8 +288,8 @@ fn init_cli_logging(config: &Config) {
     .map(std::mem::forget);
 }
 
-/// `ferry completions <shell>`, `ferry man`, `ferry workflows schema`: generated from the command definition, needing no
-/// configuration (they work where no setting is valid, e.g. while packaging).
+/// `ferry completions <shell>`, `ferry man`, `ferry workflows schema`: generated from the command
+/// definition, needing no configuration (they work where no setting is valid, e.g. while packaging).
 fn print_generated(command: &Command) -> Result<bool> {
     use std::io::Write;
     let mut cmd = Cli::command();

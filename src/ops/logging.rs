@@ -25,7 +25,7 @@ use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::FormatFields;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Layered, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -138,7 +138,7 @@ pub fn init(config: &LogConfig) -> Result<LogGuard, OpsError> {
 pub fn subscriber(
     config: &LogConfig,
 ) -> Result<(Box<dyn Subscriber + Send + Sync + 'static>, LogGuard), OpsError> {
-    let filter = parse_filter(&config.filter)?;
+    let mut filter = parse_filter(&config.filter)?;
     let mut layers: Vec<BoxedLayer> = Vec::new();
     let mut guards = Vec::new();
 
@@ -156,14 +156,16 @@ pub fn subscriber(
         guards.push(guard);
     }
 
-    // The filter applies to the log lines only: the OpenTelemetry layer (when
-    // OTEL_EXPORTER_OTLP_ENDPOINT is set) takes the attempt spans whatever the log level.
-    let mut all: Vec<BoxedLayer> = vec![layers.with_filter(filter).boxed()];
+    // With OTEL_EXPORTER_OTLP_ENDPOINT set, the OpenTelemetry layer takes the attempt spans
+    // whatever the log level: the filter lets them through (they are spans, not log lines).
     let otel = super::otel::layer()?.map(|(layer, guard)| {
-        all.push(layer);
+        layers.push(layer);
         guard
     });
-    let subscriber = tracing_subscriber::registry().with(all);
+    if otel.is_some() {
+        filter = filter.add_directive(super::otel::attempt_directive());
+    }
+    let subscriber = tracing_subscriber::registry().with(filter).with(layers);
     Ok((
         Box::new(subscriber),
         LogGuard {
@@ -173,7 +175,7 @@ pub fn subscriber(
     ))
 }
 
-type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
+pub(crate) type BoxedLayer = Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync + 'static>;
 
 /// Whether `filter` is valid `EnvFilter` syntax; the reason when it is not. For configuration,
 /// so a bad filter is refused by name before anything starts.
@@ -567,8 +569,9 @@ mod tests {
             fmt_layer(LogFormat::Human, tty_writer, true),
             file_layer(LogFormat::Human, file_writer),
         ];
-        let subscriber =
-            tracing_subscriber::registry().with(layers.with_filter(parse_filter("info").unwrap()));
+        let subscriber = tracing_subscriber::registry()
+            .with(parse_filter("info").unwrap())
+            .with(layers);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("deliver", outbox.id = 42);
             let _entered = span.enter();

@@ -28,13 +28,21 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::filter_fn;
-use tracing_subscriber::{Layer, Registry};
+use tracing_subscriber::filter::Directive;
+use tracing_subscriber::Layer;
 
 use super::OpsError;
 use crate::outbox::{Claimed, Outcome};
 
 /// The `tracing` target of attempt spans; the OpenTelemetry layer takes these spans only.
 pub const ATTEMPT_TARGET: &str = "ferry::attempt";
+
+/// The log filter's directive that lets attempt spans through whatever the log level.
+pub(crate) fn attempt_directive() -> Directive {
+    format!("{ATTEMPT_TARGET}=info")
+        .parse()
+        .expect("a valid directive")
+}
 
 /// The environment variables that turn tracing on (either, non-empty).
 pub const ENDPOINT_VARIABLES: [&str; 2] = [
@@ -81,11 +89,8 @@ impl Drop for OtelGuard {
     }
 }
 
-/// A layer over the registry, as `logging` assembles them.
-pub(crate) type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
-
 /// The layer exporting attempt spans over OTLP, when [`configured`]; `None` when not.
-pub(crate) fn layer() -> Result<Option<(BoxedLayer, OtelGuard)>, OpsError> {
+pub(crate) fn layer() -> Result<Option<(super::logging::BoxedLayer, OtelGuard)>, OpsError> {
     if !configured() {
         return Ok(None);
     }
