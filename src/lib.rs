@@ -56,6 +56,6 @@ pub mod text;
 pub mod workflow;
 
 pub use outbox::{
-    enqueue, enqueue_many, enqueue_many_ordered, enqueue_ordered, Enqueued, Store, StoreConfig,
-    StoreError,
+    enqueue, enqueue_many, enqueue_many_ordered, enqueue_ordered, enqueue_with, EnqueueOptions,
+    Enqueued, Store, StoreConfig, StoreError,
 };

@@ -186,6 +186,9 @@ enum WorkflowsCommand {
         #[arg(long)]
         strict: bool,
     },
+    /// Print the JSON Schema of workflow files, for editors (Taplo / Even Better TOML):
+    /// `ferry workflows schema > workflows/ferry-workflow.schema.json`.
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -326,8 +329,8 @@ fn init_cli_logging(config: &Config) {
     .map(std::mem::forget);
 }
 
-/// `ferry completions <shell>`, `ferry man`: generated from the command definition, needing no
-/// configuration (they work where no setting is valid, e.g. while packaging).
+/// `ferry completions <shell>`, `ferry man`, `ferry workflows schema`: generated from the command
+/// definition, needing no configuration (they work where no setting is valid, e.g. while packaging).
 fn print_generated(command: &Command) -> Result<bool> {
     use std::io::Write;
     let mut cmd = Cli::command();
@@ -337,6 +340,9 @@ fn print_generated(command: &Command) -> Result<bool> {
             clap_complete::generate(*shell, &mut cmd, "ferry", &mut text);
         }
         Command::Man => clap_mangen::Man::new(cmd).render(&mut text)?,
+        Command::Workflows {
+            command: WorkflowsCommand::Schema,
+        } => text = crate::workflow::schema_json().into_bytes(),
         _ => return Ok(false),
     }
     let mut out = std::io::stdout().lock();
@@ -630,6 +636,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Workflows {
             command: WorkflowsCommand::Check { strict },
         } => return workflows_check(&ctx, strict),
+        Command::Workflows {
+            command: WorkflowsCommand::Schema,
+        } => unreachable!("handled above"),
         Command::ExportInvoice {
             order_id,
             wait,

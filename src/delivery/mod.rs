@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use crate::documents::DocumentKind;
 use crate::outbox::{excerpt, AttemptRecord, Claimed, OnDoneSql, Outcome, RateLimit, Store};
@@ -241,11 +242,12 @@ impl HttpDeliverer {
     }
 
     /// The stages, in order; each returns early with the row's [`Delivery`] when it decides it.
-    async fn deliver_row(&self, row: &Claimed) -> Delivery {
-        let job = match self.prepare(row) {
+    async fn deliver_row(&self, row: &Claimed, span: &tracing::Span) -> Delivery {
+        let mut job = match self.prepare(row) {
             Ok(job) => job,
             Err(early) => return early.delivery(),
         };
+        job.traceparent = crate::ops::otel::request_traceparent(span, row);
         // Until the request leaves, a shutdown that cuts this delivery off hands the row back
         // without spending its attempt.
         crate::relay::mark_waiting();
@@ -319,6 +321,7 @@ impl HttpDeliverer {
             workflow: rt,
             target: &self.targets[rt.target],
             code,
+            traceparent: None,
         })
     }
 
@@ -377,7 +380,11 @@ impl HttpDeliverer {
 
 impl Deliver for HttpDeliverer {
     async fn deliver(&self, row: &Claimed) -> Delivery {
-        let d = self.deliver_row(row).await;
+        // The attempt's OpenTelemetry span (`Span::none()` unless OTLP export is on).
+        let span = crate::ops::otel::attempt_span(row);
+        let d = self.deliver_row(row, &span).instrument(span.clone()).await;
+        let status = d.record.as_ref().and_then(|r| r.http_status);
+        crate::ops::otel::record_attempt(&span, status, &d.outcome);
         self.observe(row, &d);
         d
     }
@@ -411,6 +418,8 @@ struct Job<'a> {
     target: &'a TargetRuntime,
     /// The document's own code, for logs.
     code: Option<String>,
+    /// The request's `traceparent` (the attempt span's, or the row's own with tracing off).
+    traceparent: Option<HeaderValue>,
 }
 
 /// A delivery decided before any request.
@@ -526,6 +535,7 @@ impl Job<'_> {
             credential,
             timeout: wf.timeout,
             outbox_id: self.row.id,
+            traceparent: self.traceparent.as_ref(),
             body: &self.row.payload,
         }
     }

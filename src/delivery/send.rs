@@ -11,7 +11,8 @@
 //! before the slot would let a turn age in the slot queue and requests bunch up behind it), then
 //! the workflow's headers,
 //! `Authorization` from the authenticator, `Idempotency-Key: <outbox id>` (stable across retries
-//! and crashes) and `X-Request-Id` (new per request). At most [`READ_LIMIT`] bytes of the body
+//! and crashes), `X-Request-Id` (new per request) and `traceparent` (the attempt's W3C trace
+//! context, when it has one). At most [`READ_LIMIT`] bytes of the body
 //! are read. Everything taken from the answer (body, `Location`, transport error text) passes
 //! through the target's authenticator's scrubber before anything else sees it, so a target
 //! echoing the request cannot get its own credential into attempts, `last_error`, `on_done`'s
@@ -57,6 +58,8 @@ pub(super) struct Request<'a> {
     pub credential: Option<&'a HeaderValue>,
     pub timeout: Duration,
     pub outbox_id: i64,
+    /// The attempt's W3C trace context (see `crate::ops::otel`).
+    pub traceparent: Option<&'a HeaderValue>,
     pub body: &'a str,
 }
 
@@ -81,6 +84,9 @@ pub(super) async fn send(target: &TargetRuntime, request: Request<'_>) -> Sent {
     let mut headers = request.headers.clone();
     if let Some(credential) = request.credential {
         headers.insert(AUTHORIZATION, credential.clone());
+    }
+    if let Some(traceparent) = request.traceparent {
+        headers.insert("traceparent", traceparent.clone());
     }
     crate::relay::mark_sending();
     let sent = target

@@ -97,6 +97,8 @@ impl Default for LogConfig {
 /// buffered and stops them. Hold it until the end of `main`.
 #[must_use = "dropping the guard stops log writing; keep it until the process exits"]
 pub struct LogGuard {
+    // Dropped first: the last spans are exported while the log writers still run.
+    _otel: Option<super::otel::OtelGuard>,
     _guards: Vec<WorkerGuard>,
 }
 
@@ -136,7 +138,7 @@ pub fn init(config: &LogConfig) -> Result<LogGuard, OpsError> {
 pub fn subscriber(
     config: &LogConfig,
 ) -> Result<(Box<dyn Subscriber + Send + Sync + 'static>, LogGuard), OpsError> {
-    let filter = parse_filter(&config.filter)?;
+    let mut filter = parse_filter(&config.filter)?;
     let mut layers: Vec<BoxedLayer> = Vec::new();
     let mut guards = Vec::new();
 
@@ -154,11 +156,26 @@ pub fn subscriber(
         guards.push(guard);
     }
 
+    // With OTEL_EXPORTER_OTLP_ENDPOINT set, the OpenTelemetry layer takes the attempt spans
+    // whatever the log level: the filter lets them through (they are spans, not log lines).
+    let otel = super::otel::layer()?.map(|(layer, guard)| {
+        layers.push(layer);
+        guard
+    });
+    if otel.is_some() {
+        filter = filter.add_directive(super::otel::attempt_directive());
+    }
     let subscriber = tracing_subscriber::registry().with(filter).with(layers);
-    Ok((Box::new(subscriber), LogGuard { _guards: guards }))
+    Ok((
+        Box::new(subscriber),
+        LogGuard {
+            _otel: otel,
+            _guards: guards,
+        },
+    ))
 }
 
-type BoxedLayer = Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync + 'static>;
+pub(crate) type BoxedLayer = Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync + 'static>;
 
 /// Whether `filter` is valid `EnvFilter` syntax; the reason when it is not. For configuration,
 /// so a bad filter is refused by name before anything starts.

@@ -9,7 +9,8 @@
 //! - [`server`]: `/metrics`, `/healthz` and `/readyz` on a separate port, so
 //!   scrapes and probes never compete with delivery traffic.
 //! - [`logging`]: the global `tracing` subscriber (human or JSON, stderr and a
-//!   daily-rotating file).
+//!   daily-rotating file) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the
+//!   OpenTelemetry layer of [`otel`] (delivery attempts as spans, over OTLP).
 //!
 //! All fallible set-up returns [`OpsError`], whose messages name the thing an
 //! operator has to fix (address, directory, bad value).
@@ -17,6 +18,7 @@
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+pub mod otel;
 pub mod process;
 pub mod server;
 
@@ -49,4 +51,8 @@ pub enum OpsError {
     /// A global subscriber is already installed (e.g. `init` called twice).
     #[error("logging is already initialised: {0}")]
     LogAlreadyInitialised(String),
+
+    /// OTLP export was asked for (`OTEL_EXPORTER_OTLP_ENDPOINT`) but cannot be set up.
+    #[error("cannot set up OpenTelemetry export (OTEL_EXPORTER_OTLP_ENDPOINT): {0}")]
+    Otel(String),
 }

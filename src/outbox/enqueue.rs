@@ -56,6 +56,7 @@ pub trait EnqueueConn<'c>: Send {
         key: &'c str,
         ordering_key: Option<&'c str>,
         payload: String,
+        traceparent: Option<String>,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>>;
 
     #[doc(hidden)]
@@ -84,7 +85,65 @@ where
     C: EnqueueConn<'c>,
     P: Serialize + ?Sized,
 {
-    enqueue_ordered(conn, workflow, key, None, payload).await
+    enqueue_with(conn, workflow, key, payload, EnqueueOptions::default()).await
+}
+
+/// What [`enqueue_with`] may add to an intent beyond its workflow, key and payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnqueueOptions {
+    /// The producer's W3C trace context, a `traceparent` header value
+    /// (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`): each delivery attempt becomes a
+    /// span whose parent it is, and the target's request carries the attempt's `traceparent`.
+    pub traceparent: Option<String>,
+}
+
+impl EnqueueOptions {
+    /// Options with the given `traceparent` (checked by [`enqueue_with`]).
+    pub fn traceparent(traceparent: impl Into<String>) -> Self {
+        EnqueueOptions {
+            traceparent: Some(traceparent.into()),
+        }
+    }
+
+    /// Options carrying the caller's current trace context: the current `tracing` span's
+    /// OpenTelemetry context when the caller runs `tracing-opentelemetry`, else OpenTelemetry's
+    /// current context; none when neither holds a valid span.
+    pub fn current_trace() -> Self {
+        EnqueueOptions {
+            traceparent: crate::ops::otel::current_traceparent(),
+        }
+    }
+}
+
+/// [`enqueue`] with [`EnqueueOptions`], e.g. the producer's trace context:
+///
+/// ```no_run
+/// # async fn pay(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// # let mut tx = pool.begin().await?;
+/// use ferry::outbox::EnqueueOptions;
+/// let payload = serde_json::json!({ "invoice_number": "INV-2026-042" });
+/// let traced = EnqueueOptions::traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// ferry::enqueue_with(&mut *tx, "onec_invoice", "42", &payload, traced).await?;
+/// # tx.commit().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// As [`enqueue`], and [`StoreError::InvalidIntent`] for a `traceparent` that is not a W3C
+/// `traceparent` value.
+pub async fn enqueue_with<'c, C, P>(
+    conn: C,
+    workflow: &'c str,
+    key: &'c str,
+    payload: &P,
+    options: EnqueueOptions,
+) -> Result<Enqueued, StoreError>
+where
+    C: EnqueueConn<'c>,
+    P: Serialize + ?Sized,
+{
+    enqueue_inner(conn, workflow, key, None, payload, options.traceparent).await
 }
 
 /// [`enqueue`] with an ordering key: rows with the same ordering key (across workflows) are
@@ -110,8 +169,32 @@ where
     C: EnqueueConn<'c>,
     P: Serialize + ?Sized,
 {
+    enqueue_inner(conn, workflow, key, ordering_key, payload, None).await
+}
+
+/// The one way in for [`enqueue`], [`enqueue_ordered`] and [`enqueue_with`].
+async fn enqueue_inner<'c, C, P>(
+    conn: C,
+    workflow: &'c str,
+    key: &'c str,
+    ordering_key: Option<&'c str>,
+    payload: &P,
+    traceparent: Option<String>,
+) -> Result<Enqueued, StoreError>
+where
+    C: EnqueueConn<'c>,
+    P: Serialize + ?Sized,
+{
     check_names(workflow, key)?;
     check_ordering_key(ordering_key)?;
+    if let Some(tp) = &traceparent {
+        if !is_traceparent(tp) {
+            return Err(StoreError::InvalidIntent(format!(
+                "traceparent of {workflow}/{key} is not a W3C traceparent \
+                 (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, lowercase, ids not all zeros)"
+            )));
+        }
+    }
     let text = serde_json::to_string(payload)
         .map_err(|e| StoreError::InvalidIntent(format!("payload is not JSON-serializable: {e}")))?;
     if text.len() > MAX_PAYLOAD_BYTES {
@@ -120,7 +203,24 @@ where
             text.len()
         )));
     }
-    conn.insert_intent(workflow, key, ordering_key, text).await
+    conn.insert_intent(workflow, key, ordering_key, text, traceparent)
+        .await
+}
+
+/// Whether `s` is a W3C `traceparent` as `ferry_outbox.traceparent` takes it (migration 0007
+/// checks the same): 55 characters, lowercase hex in four dash-separated fields of 2, 32, 16 and
+/// 2, version not `ff`, neither id all zeros.
+pub fn is_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let zero = |p: &str| p.bytes().all(|b| b == b'0');
+    matches!(parts.as_slice(), [v, t, p, f]
+        if v.len() == 2 && t.len() == 32 && p.len() == 16 && f.len() == 2
+            && parts.iter().all(|x| hex(x))
+            && *v != "ff" && !zero(t) && !zero(p))
 }
 
 /// Add many intents of one workflow in one statement (PostgreSQL) or one loop of prepared
@@ -209,6 +309,7 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
         key: &'c str,
         ordering_key: Option<&'c str>,
         payload: String,
+        traceparent: Option<String>,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>> {
         Box::pin(async move {
             // ON CONFLICT DO NOTHING waits for a concurrent uncommitted insert of the same key and
@@ -218,6 +319,7 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
                 .bind(key)
                 .bind(&payload)
                 .bind(ordering_key)
+                .bind(&traceparent)
                 // Read to completion (not fetch_optional): the statement's commit, when it runs in
                 // autocommit, happens as it finishes, and its error must reach the caller.
                 .fetch_all(&mut *self)
@@ -316,8 +418,19 @@ impl<'c> EnqueueConn<'c> for &'c mut SqliteConnection {
         key: &'c str,
         ordering_key: Option<&'c str>,
         payload: String,
+        traceparent: Option<String>,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>> {
-        Box::pin(async move { sqlite_insert(self, workflow, key, ordering_key, &payload).await })
+        Box::pin(async move {
+            sqlite_insert(
+                self,
+                workflow,
+                key,
+                ordering_key,
+                &payload,
+                traceparent.as_deref(),
+            )
+            .await
+        })
     }
 
     fn insert_intents(
@@ -331,7 +444,8 @@ impl<'c> EnqueueConn<'c> for &'c mut SqliteConnection {
             let mut out = Vec::with_capacity(rows.len());
             for (key, group, payload) in &rows {
                 out.push(
-                    sqlite_insert(&mut *self, workflow, key, group.as_deref(), payload).await?,
+                    sqlite_insert(&mut *self, workflow, key, group.as_deref(), payload, None)
+                        .await?,
                 );
             }
             Ok(out)
@@ -345,12 +459,14 @@ async fn sqlite_insert(
     key: &str,
     ordering_key: Option<&str>,
     payload: &str,
+    traceparent: Option<&str>,
 ) -> Result<Enqueued, StoreError> {
     let inserted = sqlx::query(sql::sqlite::ENQUEUE)
         .bind(workflow)
         .bind(key)
         .bind(payload)
         .bind(ordering_key)
+        .bind(traceparent)
         // Read to completion: outside a transaction SQLite commits when the statement finishes, and
         // fetch_optional would stop after the RETURNING row and lose a failed commit (disk full)
         // while reporting the intent as stored.

@@ -41,8 +41,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use enqueue::{
-    enqueue, enqueue_many, enqueue_many_ordered, enqueue_ordered, EnqueueConn, Enqueued,
-    MAX_PAYLOAD_BYTES,
+    enqueue, enqueue_many, enqueue_many_ordered, enqueue_ordered, enqueue_with, is_traceparent,
+    EnqueueConn, EnqueueOptions, Enqueued, MAX_PAYLOAD_BYTES,
 };
 pub use state::{AttemptOutcome, Outcome, State};
 pub use store::{OutboxBackend, OutboxWaiter, Waiter};
@@ -254,6 +254,9 @@ pub struct Claimed {
     /// Set on a row made by `ferry replay`: the delivered row it sends again. Its workflow's
     /// `on_done` SQL is not run (the original's already ran).
     pub replay_of: Option<i64>,
+    /// The W3C `traceparent` given at enqueue (`ferry_outbox.traceparent`): the parent of each
+    /// attempt's span.
+    pub traceparent: Option<String>,
 }
 
 impl Claimed {

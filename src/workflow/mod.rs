@@ -160,6 +160,20 @@ impl From<&Workflow> for WorkflowSummary {
     }
 }
 
+/// The JSON Schema (draft-07) of workflow files, as pretty JSON ending in a newline: generated
+/// from the serde structs the parser reads files into (`raw.rs`), their doc comments becoming
+/// descriptions. `workflows/ferry-workflow.schema.json` is this text, committed for editors
+/// (regenerate it with `cargo run -- workflows schema > workflows/ferry-workflow.schema.json`).
+pub fn schema_json() -> String {
+    let mut schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<raw::RawWorkflow>();
+    schema.insert("title".into(), "Ferry workflow file".into());
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema is JSON");
+    text.push('\n');
+    text
+}
+
 /// Read the summary of workflow `name` from `dir/name.toml`. Use `ferry workflows check` (a
 /// full [`Registry::load_dir`]) to validate the whole file.
 ///

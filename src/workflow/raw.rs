@@ -12,118 +12,179 @@
 //! mistyped) and deserializes again, until the file is read or every mistake is named.
 //!
 //! None of these structs derives `Debug`: they hold passwords in clear.
+//!
+//! They also derive `schemars::JsonSchema`: the editor schema of workflow files
+//! (`workflows/ferry-workflow.schema.json`, from `ferry workflows schema`) is generated from them,
+//! with these doc comments as its descriptions, so it cannot describe other fields than the
+//! parser reads.
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_path_to_error::Segment;
 use toml::{Table, Value};
 
-#[derive(Deserialize)]
+/// A Ferry workflow file: how rows of one workflow are delivered to their target.
+/// String values may use `${VAR}` and `${VAR:-default}` from the environment.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWorkflow {
+    /// The workflow's name, as written in `ferry_outbox.workflow`; the file is `workflows/<name>.toml`.
     pub name: String,
     #[serde(default)]
+    /// A line for people (status output, the console).
     pub description: String,
+    /// The document kind the payload is validated as: `onec_invoice`, `partner_phieu_nhap`, `partner_phieu_xuat`, `partner_hoa_don`, or `json` (any JSON, not checked).
     pub document: String,
+    /// The payload field holding the document's own code, shown in logs (e.g. `invoiceCode`).
     pub identify_by: Option<String>,
+    /// The HTTP API the documents go to.
     pub target: RawTarget,
+    /// The request each attempt sends.
     pub request: RawRequest,
+    /// When a failed attempt is tried again, and when the row is given up (dead).
     pub retry: RawRetry,
+    /// SQL run in the transaction that marks a row done.
     pub on_done: Option<RawOnDone>,
+    /// Where `ferry export-invoice` reads an order and its items (1C invoices).
     pub source: Option<RawSource>,
+    /// A periodic job that enqueues what was missed.
     pub reconcile: Option<RawReconcile>,
 }
 
-#[derive(Deserialize)]
+/// The HTTP API a workflow delivers to; workflows naming the same target share its limits.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTarget {
+    /// The target's name; workflows with the same name share its connection pool, concurrency and circuit breaker.
     pub name: String,
+    /// The API's base URL (`https://…`); the request path is appended to it.
     pub base_url: String,
+    /// Most requests in flight to this target at once.
     pub max_concurrency: i64,
+    /// How requests authenticate.
     pub auth: RawAuth,
+    /// Verify the target's TLS certificate (default true; false only for a test server).
     pub tls_verify: Option<bool>,
+    /// The circuit breaker: stop sending to a target that keeps failing.
     pub circuit: Option<RawCircuit>,
     /// `rate_limit = { requests = 45, per = "3s" }`: at most `requests` per `per`, shared by
     /// every relay on the database.
     pub rate_limit: Option<RawRateLimit>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRateLimit {
+    /// Most requests to the target per `per`, across every relay (1 to 1,000,000).
     pub requests: i64,
+    /// The window of the limit, e.g. `"3s"` (above zero, at most 24 h).
     pub per: String,
 }
 
 /// All auth kinds share one struct; which fields are allowed depends on
 /// `kind` and is checked by the validator (serde's tagged-enum errors are
 /// too vague to show to an operator).
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAuth {
+    /// `none`, `basic` (username and password) or `bearer` (token).
     pub kind: String,
+    /// User name for `basic`.
     pub username: Option<String>,
+    /// Password for `basic`; write `${VAR}` and keep it in the environment.
     pub password: Option<String>,
+    /// Token for `bearer`; write `${VAR}` and keep it in the environment.
     pub token: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The circuit breaker of a target.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCircuit {
+    /// Consecutive failures that open the circuit.
     pub failures: Option<i64>,
+    /// How long the circuit stays open before a probe, e.g. `30s`.
     pub open_for: Option<String>,
+    /// The longest open period as failed probes double it, e.g. `10m`.
     pub max_open_for: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The request of each attempt.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRequest {
+    /// HTTP method, e.g. `POST`.
     pub method: String,
+    /// Path appended to the target's `base_url`, e.g. `/hs/invoices`.
     pub path: String,
+    /// Time allowed for the whole request, e.g. `30s`.
     pub timeout: String,
     #[serde(default)]
+    /// Extra request headers.
     pub headers: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+/// The retry policy: fixed `waits` or an exponential `backoff`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRetry {
+    /// Fixed waits between attempts, e.g. `["10s", "1m", "10m"]`.
     pub waits: Option<Vec<String>>,
+    /// Exponential backoff between attempts.
     pub backoff: Option<RawBackoff>,
+    /// Most attempts before the row is dead.
     pub max_attempts: Option<i64>,
+    /// Give up (dead) once the row is this old, e.g. `72h`.
     pub give_up_after: Option<String>,
+    /// HTTP statuses that are retried; other failures make the row dead.
     pub retry_on_status: Vec<i64>,
+    /// Retry when the request timed out.
     pub retry_on_timeout: Option<bool>,
+    /// Retry when the target could not be reached.
     pub retry_on_connect_error: Option<bool>,
 }
 
-#[derive(Deserialize)]
+/// Exponential backoff: `initial`, times `factor` after each attempt, at most `max`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBackoff {
+    /// The first wait, e.g. `10s`.
     pub initial: String,
+    /// Each wait is the previous one times this.
     pub factor: f64,
+    /// The longest wait, e.g. `30m`.
     pub max: String,
+    /// Random spread of each wait, a fraction from 0 to 1 (0.2: ±20 %).
     pub jitter: Option<f64>,
 }
 
-#[derive(Deserialize)]
+/// SQL run when a row is delivered, in the transaction that marks it done.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOnDone {
+    /// The statement; parameters `:key`, `:outbox_id`, `:response`, `:status`, `:attempt`.
     pub sql: String,
 }
 
-#[derive(Deserialize)]
+/// Where `ferry export-invoice` reads an order.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSource {
+    /// SQL returning the order (parameter `:key`, the order id).
     pub order_sql: String,
+    /// SQL returning the order's items (parameter `:key`, the order id).
     pub items_sql: String,
 }
 
-#[derive(Deserialize)]
+/// A periodic job enqueueing what was missed.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawReconcile {
+    /// Cron schedule (5 or 6 fields, `@daily`, `CRON_TZ=…` prefix).
     pub schedule: String,
+    /// The statement run on each tick (parameter `:limit`).
     pub sql: String,
 }
 

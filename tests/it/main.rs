@@ -15,3 +15,5 @@ mod order;
 mod outbox_core;
 mod settings;
 mod shutdown;
+mod traceparent;
+mod workflow_schema;

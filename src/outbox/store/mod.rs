@@ -327,6 +327,7 @@ pub(crate) struct ClaimRow {
     created_at: DateTime<Utc>,
     payload_bytes: i64,
     replay_of: Option<i64>,
+    traceparent: Option<String>,
 }
 
 /// The claimed rows of one claim; rows it made dead for their size are logged and left out.
@@ -346,6 +347,7 @@ pub(crate) fn claimed(rows: Vec<ClaimRow>, token: Uuid) -> Vec<Claimed> {
                 token,
                 created_at: r.created_at,
                 replay_of: r.replay_of,
+                traceparent: r.traceparent,
             })
         })
         .collect()

@@ -53,4 +53,4 @@ UPDATE ferry_outbox o SET
   FROM taken t WHERE o.id = t.id
 RETURNING o.id, o.workflow, o.key,
           CASE WHEN t.oversized THEN NULL ELSE o.payload::text END AS payload,
-          o.attempts, o.created_at, t.bytes AS payload_bytes, o.replay_of
+          o.attempts, o.created_at, t.bytes AS payload_bytes, o.replay_of, o.traceparent

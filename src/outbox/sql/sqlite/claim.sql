@@ -40,4 +40,4 @@ UPDATE ferry_outbox SET
  WHERE id IN (SELECT id FROM sized WHERE n = 1 OR running <= ?6)
 RETURNING id, workflow, key,
           CASE WHEN octet_length(payload) > ?5 THEN NULL ELSE payload END AS payload,
-          attempts, created_at, octet_length(payload) AS payload_bytes, replay_of
+          attempts, created_at, octet_length(payload) AS payload_bytes, replay_of, traceparent
