@@ -7,6 +7,7 @@
 //! batch in one transaction, and refuses any completion whose token no longer matches (the lease
 //! was lost and someone else owns the row now).
 
+pub mod browse;
 pub mod dynamic;
 mod enqueue;
 mod pg;
