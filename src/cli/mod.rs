@@ -89,6 +89,9 @@ enum Command {
         dead: bool,
         #[arg(long, requires = "dead")]
         workflow: Option<String>,
+        /// Why (recorded with the action in ferry_actions).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Cancel a pending or retry_wait row: it becomes dead with the reason.
     Cancel {
@@ -190,20 +193,18 @@ impl Ctx {
             .with_context(|| "opening the database (DATABASE_URL)".to_string())
     }
 
-    /// The operator actions on this installation's store and workflows.
+    /// The operator actions on this installation's store and workflows, recorded as done by
+    /// `cli:<user>`.
     async fn operator(&self) -> Result<Operator> {
-        Ok(Operator::new(
-            self.store().await?,
-            &self.config.workflows_dir,
-        ))
+        Ok(Operator::new(self.store().await?, &self.config.workflows_dir).acting_as(cli_actor()))
     }
 
     /// The operator actions, on a store whose schema is made sure of first.
     async fn migrated_operator(&self) -> Result<Operator> {
-        Ok(Operator::new(
-            self.migrated_store().await?,
-            &self.config.workflows_dir,
-        ))
+        Ok(
+            Operator::new(self.migrated_store().await?, &self.config.workflows_dir)
+                .acting_as(cli_actor()),
+        )
     }
 
     /// Open the store and make sure the schema exists (cheap when it does).
@@ -259,6 +260,15 @@ impl Ctx {
     }
 }
 
+/// Who the CLI's actions are recorded as: `cli:<login name>`.
+fn cli_actor() -> String {
+    let user = ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    format!("cli:{user}")
+}
+
 fn init_cli_logging(config: &Config) {
     // One-shot commands log warnings to stderr only; `run` sets up the full logging.
     let _ = crate::ops::logging::init(&LogConfig {
@@ -305,10 +315,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .await
                 .map_err(hint_migrate_service)?;
             ctx.print(&lines, || {
+                let live = lines.iter().any(|l| l.state != "done");
                 if lines.is_empty() {
                     return "nothing pending, in flight, waiting or dead".into();
                 }
-                table(
+                let mut out = table(
                     &["WORKFLOW", "STATE", "ROWS", "OLDEST DUE (s)"],
                     lines
                         .iter()
@@ -317,11 +328,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                                 l.workflow.clone(),
                                 l.state.clone(),
                                 l.rows.to_string(),
-                                format!("{:.1}", l.oldest_due_age_s),
+                                if l.state == "done" {
+                                    "-".into()
+                                } else {
+                                    format!("{:.1}", l.oldest_due_age_s)
+                                },
                             ]
                         })
                         .collect(),
-                )
+                );
+                out.push_str(
+                    "\ndone: rows ever delivered (kept by the database, not lowered by pruning); the other states: rows now",
+                );
+                if !live {
+                    out.push_str("\nnothing pending, in flight, waiting or dead");
+                }
+                out
             });
         }
         Command::List {
@@ -382,11 +404,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .map_err(hint_migrate_service)?;
             ctx.print(&detail, || render_show(&detail.row, &detail.attempts));
         }
-        Command::Retry { id, dead, workflow } => {
+        Command::Retry {
+            id,
+            dead,
+            workflow,
+            reason,
+        } => {
             let operator = ctx.operator().await?;
             match (id, dead) {
                 (Some(id), false) => {
-                    operator.retry(id).await?;
+                    operator.retry(id, reason.as_deref()).await?;
                     ctx.print(&serde_json::json!({"reset": [id]}), || {
                         format!("row {id} reset to pending: due now with a fresh attempt budget")
                     });
