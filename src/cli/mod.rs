@@ -17,7 +17,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Allowed, Config, Sources, SETTINGS};
+use crate::config::{Allowed, Config, ConsoleMode, Sources, SETTINGS};
+use crate::console::{ConsoleConfig, ConsoleOptions};
 use crate::export::ExportReport;
 use crate::ops::{LogConfig, LogFormat};
 use crate::outbox::{ListFilter, State, Store};
@@ -66,8 +67,12 @@ enum Command {
     /// (with injected failures), a batch of paid orders and partner documents, the real relay.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
-    /// Rows per workflow and live state (the ferry_status view).
+    /// Rows per workflow and live state (the ferry_status view), and rows ever done.
     Status,
+    /// Serve the operator console (a web page and a JSON API) on this database, without
+    /// relaying: overview, rows, retry and cancel. `ferry run` serves it too, at / of its
+    /// metrics address.
+    Console(ConsoleArgs),
     /// List rows, newest first.
     List {
         /// pending, sending, retry_wait, done or dead.
@@ -138,6 +143,16 @@ enum WorkflowsCommand {
         #[arg(long)]
         strict: bool,
     },
+}
+
+#[derive(Debug, Args)]
+struct ConsoleArgs {
+    /// Listen here; overrides FERRY_CONSOLE_ADDR (default 127.0.0.1:9465).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Do not apply migrations on start.
+    #[arg(long)]
+    no_migrate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -295,6 +310,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Run(args) => return run(&ctx, args).await,
+        Command::Console(args) => return console(&ctx, args).await,
         #[cfg(feature = "demo")]
         Command::Demo(args) => return crate::demo::run(args).await,
         _ => init_cli_logging(&ctx.config),
@@ -481,7 +497,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => return export_invoice_command(&ctx, &order_id, &workflow, wait, timeout).await,
         #[cfg(feature = "demo")]
         Command::Demo(_) => unreachable!("handled above"),
-        Command::Run(_) => unreachable!("handled above"),
+        Command::Run(_) | Command::Console(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -765,6 +781,100 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
     })
 }
 
+/// The console `ferry run` serves next to `/metrics`, as FERRY_CONSOLE says: `auto` serves it
+/// only on a loopback address.
+fn console_options(config: &Config, metrics_addr: Option<&str>) -> Option<ConsoleOptions> {
+    let addr = metrics_addr?;
+    let loopback = crate::console::addr_is_loopback(addr);
+    match config.console.mode {
+        ConsoleMode::Off => return None,
+        ConsoleMode::Auto if !loopback => {
+            tracing::info!(
+                addr,
+                "operator console not served: the metrics address is not a loopback one (FERRY_CONSOLE=on serves it there)"
+            );
+            return None;
+        }
+        _ => {}
+    }
+    Some(ConsoleOptions {
+        workflows_dir: config.workflows_dir.clone(),
+        config: console_config(config, loopback),
+    })
+}
+
+fn console_config(config: &Config, loopback: bool) -> ConsoleConfig {
+    ConsoleConfig {
+        token: config
+            .console
+            .token
+            .as_ref()
+            .map(|t| t.expose().to_string()),
+        hide_payload: config.console.hide_payload,
+        loopback_hosts_only: loopback,
+    }
+}
+
+/// `ferry console`: the console on its own address, no relay.
+async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<ExitCode> {
+    let config = &ctx.config;
+    let _log = crate::ops::logging::init(&LogConfig {
+        format: if config.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        },
+        filter: config.log_filter.clone(),
+        dir: None,
+        file_name: "ferry-console.log".into(),
+        stderr: true,
+    })?;
+    let addr = args.addr.unwrap_or_else(|| config.console.addr.clone());
+    let store = ctx.store().await?;
+    if !args.no_migrate {
+        store.migrate().await.context("applying migrations")?;
+    }
+    let operator = Operator::new(store.clone(), &config.workflows_dir);
+    let router = crate::console::router(
+        operator,
+        console_config(config, crate::console::addr_is_loopback(&addr)),
+        None,
+    );
+    let shutdown = CancellationToken::new();
+    service::spawn_signal_handler(shutdown.clone(), Duration::from_secs(5));
+    let s = store.clone();
+    let ready: crate::ops::ReadyCheck = Arc::new(move || {
+        let s = s.clone();
+        Box::pin(async move {
+            s.ping()
+                .await
+                .map_err(|e| format!("database unreachable: {e}"))
+        })
+    });
+    let server = crate::ops::serve_with(
+        &addr,
+        Arc::new(crate::ops::Metrics::new()),
+        ready,
+        shutdown.clone(),
+        router,
+    )
+    .await?;
+    println!(
+        "ferry console on http://{}/ ({}; database {}); Ctrl-C stops it",
+        server.addr,
+        if config.console.token.is_some() {
+            "actions need the operator token"
+        } else {
+            "read-only: set FERRY_CONSOLE_TOKEN to allow actions"
+        },
+        store.url()
+    );
+    shutdown.cancelled().await;
+    server.join().await;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let config = &ctx.config;
     let _log = crate::ops::logging::init(&LogConfig {
@@ -799,8 +909,10 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     }
     let shutdown = CancellationToken::new();
     service::spawn_signal_handler(shutdown.clone(), relay.shutdown_grace);
+    let console = console_options(config, metrics_addr.as_deref());
     let opts = DaemonOptions {
         relay,
+        console,
         metrics_addr,
         prune,
         retention: config.retention,
