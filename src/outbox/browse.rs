@@ -343,6 +343,18 @@ impl AnyRow {
             AnyRow::Sqlite(r) => r.try_get(i)?,
         })
     }
+    fn int4(&self, i: usize) -> Result<i32, StoreError> {
+        Ok(match self {
+            AnyRow::Pg(r) => r.try_get(i)?,
+            AnyRow::Sqlite(r) => r.try_get(i)?,
+        })
+    }
+    fn opt_int4(&self, i: usize) -> Result<Option<i32>, StoreError> {
+        Ok(match self {
+            AnyRow::Pg(r) => r.try_get(i)?,
+            AnyRow::Sqlite(r) => r.try_get(i)?,
+        })
+    }
     fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
         Ok(match self {
             AnyRow::Pg(r) => r.try_get(i)?,
@@ -906,8 +918,8 @@ fn summary(r: &AnyRow) -> Result<RowSummary, StoreError> {
         state: state
             .parse()
             .map_err(|e: super::state::UnknownState| StoreError::InvalidIntent(e.to_string()))?,
-        attempts: r.int(4)? as i32,
-        last_status: r.opt_int(5)?.map(|s| s as i32),
+        attempts: r.int4(4)?,
+        last_status: r.opt_int4(5)?,
         last_error: r.opt_text(6)?.map(|e| cut(&e, ERROR_EXCERPT_CHARS)),
         created_at: r.time(7)?,
         updated_at: r.time(8)?,

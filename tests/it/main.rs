@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a database of its own per test, on both backends.
 
 mod binary;
+mod console;
 mod delivery;
 mod faults;
 mod helpers;

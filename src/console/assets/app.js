@@ -9,6 +9,7 @@ const STATE_LABEL = { pending: "pending", sending: "in flight", retry_wait: "ret
 const store = window.sessionStorage;
 let session = null;
 let overviewTimer = null;
+let detailTimer = null;
 let overviewCache = null;
 
 // ---------- helpers ----------
@@ -520,6 +521,13 @@ async function viewRow(view, id) {
     h("div", { class: "panel" }, h("h2", {}, "Operator actions"),
       actions.length ? h("table", { id: "row-actions" }, h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Action"), h("th", {}, "Who"), h("th", {}, "Why"), h("th", {}, "Rows"))), h("tbody", {}, actions))
         : h("p", { class: "muted" }, "None.")));
+  // A live row is followed until it settles (a retry: pending, in flight, then done or dead).
+  if (["pending", "sending", "retry_wait"].includes(r.state)) {
+    const here = location.hash;
+    detailTimer = setTimeout(() => {
+      if (location.hash === here && !document.querySelector("dialog[open]")) route();
+    }, 1500);
+  }
 }
 
 // ---------- activity ----------
@@ -539,6 +547,7 @@ async function viewActivity(view) {
 // ---------- routing ----------
 async function route() {
   clearInterval(overviewTimer);
+  clearTimeout(detailTimer);
   const hash = location.hash || "#/";
   const [path, query] = hash.slice(1).split("?");
   const params = new URLSearchParams(query || "");
