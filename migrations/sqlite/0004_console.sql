@@ -5,7 +5,8 @@
 --     counted in below); read instead of counting done rows.
 --   * ferry_minutes: rows that reached `done` or `dead` per minute and workflow; two days kept.
 --   * ferry_actions, ferry_action_rows: the audit of operator actions.
---   * ferry_outbox_created: newest-first browsing and time ranges.
+--   * ferry_outbox_created, ferry_outbox_workflow_created: newest-first browsing and time
+--     ranges.
 --
 -- The counters are kept by a row trigger that fires only when a row's state moves into `done`
 -- or `dead`; it runs after the change and alters nothing about how outcomes are recorded. One
@@ -68,5 +69,10 @@ CREATE TABLE ferry_action_rows (
     PRIMARY KEY (outbox_id, action_id)
 ) WITHOUT ROWID;
 
--- The rowid (id) is part of every SQLite index entry, so (created_at) orders by (created_at, id).
+-- Newest-first pages and time ranges, of all rows and of one workflow. The rowid (id) is part
+-- of every SQLite index entry, so these order by (created_at, id). Neither column changes after
+-- the insert, and SQLite updates only the indexes of columns an UPDATE sets: claims and outcomes
+-- never touch them. (Without the second, SQLite serves `workflow = ?` from the (workflow, key)
+-- index and sorts a quarter of the table: seconds at a million rows.)
 CREATE INDEX IF NOT EXISTS ferry_outbox_created ON ferry_outbox (created_at);
+CREATE INDEX IF NOT EXISTS ferry_outbox_workflow_created ON ferry_outbox (workflow, created_at);

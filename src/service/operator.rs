@@ -30,7 +30,7 @@ pub const BULK_MAX: i64 = 10_000;
 pub const PAGE_MAX: i64 = 500;
 
 /// Rows a search that needs the payload (a document code, a key pattern) looks at per call.
-pub const SCAN_BUDGET: i64 = 50_000;
+pub const SCAN_BUDGET: i64 = 20_000;
 
 /// Longest reason kept with an action.
 pub const REASON_MAX_CHARS: usize = 1000;
