@@ -216,6 +216,20 @@ async fn api_endpoints(db: TestDb) {
     assert_eq!(s["actions_enabled"], true);
     assert_eq!(s["relay"], false);
     assert_eq!(s["hide_payload"], false);
+    // POST /api/session/check: 200 with the token, 401 without or with another.
+    let (status, ok) = c.post("/api/session/check", json!({}), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["actor"], "console:tester");
+    assert_eq!(c.post("/api/session/check", json!({}), None).await.0, 401);
+    let (status, e) = c
+        .post(
+            "/api/session/check",
+            json!({}),
+            Some("not-the-token-at-all"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert!(e["error"].as_str().unwrap().contains("not right"), "{e}");
 
     // GET /api/overview: live counts, done totals from the trigger, throughput, targets.
     let (status, o) = c.get("/api/overview?minutes=60").await;
