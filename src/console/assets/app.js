@@ -178,8 +178,9 @@ function confirmAction({ title, body, ok, danger, reasonHint, reasonRequired, ru
 }
 
 // ---------- overview ----------
-async function viewOverview(view) {
-  const minutes = Number(store.getItem("ferry.minutes") || 360);
+async function viewOverview(view, params) {
+  // The period: from the link (#/?minutes=60), else the last one picked, else 6 hours.
+  const minutes = Number((params && params.get("minutes")) || store.getItem("ferry.minutes") || 360);
   const o = await api("GET", "/api/overview?minutes=" + minutes);
   overviewCache = o;
   const t = o.totals;
@@ -215,7 +216,7 @@ async function viewOverview(view) {
   const tRows = o.targets.map((t) => h("tr", { "data-target": t.target },
     h("td", {}, t.target), h("td", {}, t.workflows.join(", ")),
     num(t.pending), num(t.sending), num(t.retry_wait),
-    h("td", { class: "num" + (t.dead ? " error" : "") }, fmtNum(t.dead)),
+    h("td", { class: "num" + (t.dead ? " error" : "") }, t.dead ? fmtNum(t.dead) : h("span", { class: "zero" }, "0")),
     num(t.done_24h),
     h("td", { class: "num" }, t.lag_s ? dur(t.lag_s) : "—"),
     h("td", {}, t.circuit ? h("span", { class: "pill " + t.circuit }, t.circuit.replace("_", "-"))
@@ -294,7 +295,7 @@ function chart(o, minutes) {
     const d = new Date(t);
     lbl(left + (k / ticks) * (plotW - 30), H - 6, `${pad(d.getHours())}:${pad(d.getMinutes())}`);
   }
-  const select = h("select", { id: "chart-minutes", onchange: (e) => { store.setItem("ferry.minutes", e.target.value); route(); } },
+  const select = h("select", { id: "chart-minutes", onchange: (e) => { store.setItem("ferry.minutes", e.target.value); if (location.hash !== "#/") location.hash = "#/"; else route(); } },
     [[60, "last hour"], [360, "last 6 hours"], [1440, "last 24 hours"]].map(([v, t]) => h("option", { value: v, selected: v === minutes }, t)));
   return h("div", { class: "panel chart", id: "chart" },
     h("div", { class: "panel-head" }, h("h2", {}, "Deliveries per minute"), h("span", { class: "muted" }, fmtNum(total) + " finished in this period"), h("span", { class: "right" }, select)),
@@ -562,8 +563,8 @@ async function route() {
     else if (section === "activity") { document.title = "Activity · Ferry"; await viewActivity(view); }
     else {
       document.title = "Ferry console";
-      await viewOverview(view);
-      overviewTimer = setInterval(() => { if (!document.querySelector("dialog[open]")) viewOverview(view).catch(() => {}); }, 5000);
+      await viewOverview(view, params);
+      overviewTimer = setInterval(() => { if (!document.querySelector("dialog[open]")) viewOverview(view, params).catch(() => {}); }, 5000);
     }
   } catch (e) {
     view.replaceChildren(h("div", { class: "panel" }, h("h1", {}, "Something went wrong"), h("p", { class: "error", id: "view-error" }, e.message)));
