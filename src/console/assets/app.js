@@ -315,7 +315,7 @@ function toLocalInput(iso) {
   if (isNaN(d)) return "";
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
-async function viewRows(view, params) {
+async function viewRows(view, params, show) {
   const filter = filterFromHash(params);
   if (!overviewCache) { try { overviewCache = await api("GET", "/api/overview?minutes=60"); } catch (_) { /* the filter still works */ } }
   const names = overviewCache ? overviewCache.workflows.map((w) => w.workflow) : [];
@@ -387,6 +387,7 @@ async function viewRows(view, params) {
   };
   moreBtn.addEventListener("click", () => load().catch((e) => toast(e.message, true)));
   window.addEventListener("hashchange", () => { stop = true; }, { once: true });
+  if (show) show(view);
   await load();
 }
 function rowLine(r) {
@@ -546,28 +547,44 @@ async function viewActivity(view) {
 }
 
 // ---------- routing ----------
+// Each navigation draws into a detached element and shows it only if no later navigation began
+// meanwhile: a slow answer for a page the operator has left never replaces the current one.
+let routeSeq = 0;
 async function route() {
+  const seq = ++routeSeq;
   clearInterval(overviewTimer);
   clearTimeout(detailTimer);
   const hash = location.hash || "#/";
   const [path, query] = hash.slice(1).split("?");
   const params = new URLSearchParams(query || "");
   const view = $("#view");
+  const current = () => seq === routeSeq;
+  // (A page that showed itself early, the rows, is empty by then and left alone.)
+  const show = (page) => { if (current() && page.childNodes.length) view.replaceChildren(...page.childNodes); };
   const section = path.startsWith("/rows") ? "rows" : path.startsWith("/activity") ? "activity" : "overview";
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === section);
   drawSession();
+  const page = document.createElement("div");
   try {
     const m = path.match(/^\/rows\/(\d+)$/);
-    if (m) { document.title = `Row ${m[1]} · Ferry`; await viewRow(view, m[1]); }
-    else if (section === "rows") { document.title = "Rows · Ferry"; await viewRows(view, params); }
-    else if (section === "activity") { document.title = "Activity · Ferry"; await viewActivity(view); }
+    if (m) { document.title = `Row ${m[1]} · Ferry`; await viewRow(page, m[1]); }
+    else if (section === "rows") { document.title = "Rows · Ferry"; await viewRows(page, params, show); }
+    else if (section === "activity") { document.title = "Activity · Ferry"; await viewActivity(page); }
     else {
       document.title = "Ferry console";
-      await viewOverview(view, params);
-      overviewTimer = setInterval(() => { if (!document.querySelector("dialog[open]")) viewOverview(view, params).catch(() => {}); }, 5000);
+      await viewOverview(page, params);
+      if (current()) {
+        overviewTimer = setInterval(() => {
+          if (!current() || document.querySelector("dialog[open]")) return;
+          const next = document.createElement("div");
+          viewOverview(next, params).then(() => show(next)).catch(() => {});
+        }, 5000);
+      }
     }
+    show(page);
   } catch (e) {
-    view.replaceChildren(h("div", { class: "panel" }, h("h1", {}, "Something went wrong"), h("p", { class: "error", id: "view-error" }, e.message)));
+    page.replaceChildren(h("div", { class: "panel" }, h("h1", {}, "Something went wrong"), h("p", { class: "error", id: "view-error" }, e.message)));
+    show(page);
   }
 }
 
