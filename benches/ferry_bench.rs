@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ferry::delivery::HttpDeliverer;
-use ferry::outbox::{AttemptRecord, Claimed, Completion, DatabaseUrl, Outcome, Store, StoreConfig};
+use ferry::outbox::{
+    AttemptRecord, Claimed, Completion, DatabaseUrl, Outcome, Store, StoreConfig,
+    CLAIM_PAYLOAD_BUDGET, MAX_PAYLOAD_BYTES,
+};
 use ferry::relay::{Deliver, RelayConfig};
 use ferry::service::Engine;
 use ferry::testkit::TargetServer;
@@ -51,7 +54,7 @@ impl Bk {
 }
 
 const SCENARIOS: &[&str] = &[
-    "enqueue", "e2e", "pickup", "rss", "claim", "scaling", "demo",
+    "enqueue", "e2e", "ordered", "pickup", "rss", "claim", "scaling", "demo",
 ];
 
 struct Opts {
@@ -897,6 +900,63 @@ async fn scenario_e2e(env: &mut Env, bk: Bk) -> Result<()> {
     breakdown(env, bk).await
 }
 
+/// Ordered against unordered drain: the same rows (100,000 by default) once without ordering
+/// keys and once in 1,000 ordering groups (row i in group i mod 1000, so every group has its
+/// rows spread over the whole queue), drained by the engine with default settings.
+async fn scenario_ordered(env: &mut Env, bk: Bk) -> Result<()> {
+    let n = if env.sizes.e2e_rows < 100_000 {
+        env.sizes.e2e_rows
+    } else {
+        100_000
+    };
+    let groups = 1_000.min(n.max(1));
+    let mut rates = Vec::new();
+    for ordered in [false, true] {
+        let db = env.db(bk, "ordered", 8).await?;
+        db.bulk_insert(n, "o").await?;
+        if ordered {
+            db.exec(&format!(
+                "UPDATE ferry_outbox SET ordering_key = 'g' || (id % {groups})"
+            ))
+            .await?;
+        }
+        db.analyze().await?;
+        env.sink.clear();
+        let (secs, _, _) = run_relay_until_done(env, &db, n, RelayConfig::default()).await?;
+        let rate = n as f64 / secs;
+        rates.push(rate);
+        env.report.add(
+            "ordered",
+            bk.name(),
+            if ordered {
+                "drain rate, ordered (1,000 groups)"
+            } else {
+                "drain rate, unordered"
+            },
+            rate,
+            "rows/s",
+            None,
+            format!("{n} rows in {secs:.1} s"),
+        );
+        db.store.close().await;
+        env.drop_db(db).await?;
+    }
+    let slowdown = rates[0] / rates[1];
+    env.report.add(
+        "ordered",
+        bk.name(),
+        "ordered slowdown",
+        slowdown,
+        "×",
+        Some(("≤ 2", slowdown <= 2.0)),
+        format!(
+            "unordered {:.0} rows/s, ordered {:.0} rows/s",
+            rates[0], rates[1]
+        ),
+    );
+    Ok(())
+}
+
 /// Where the time goes: claim → deliver (concurrently) → complete, one phase at a time, timed.
 async fn breakdown(env: &mut Env, bk: Bk) -> Result<()> {
     let n = env.sizes.breakdown_rows;
@@ -921,15 +981,7 @@ async fn breakdown(env: &mut Env, bk: Bk) -> Result<()> {
         let completions: Vec<Completion> = futures_util::stream::iter(rows)
             .map(|row| async move {
                 let d = deliverer.deliver(&row).await;
-                Completion {
-                    id: row.id,
-                    token: row.token,
-                    key: row.key.clone(),
-                    attempt: row.attempt,
-                    outcome: d.outcome,
-                    record: d.record,
-                    on_done: d.on_done,
-                }
+                row.completion(d.outcome, d.record, d.on_done)
             })
             .buffer_unordered(128)
             .collect()
@@ -1124,45 +1176,37 @@ fn report_pickup(env: &mut Env, bk: Bk, what: &str, ms: &[f64], idle: bool) {
 
 // ----- 4. RSS, drain of a large table, idle CPU (the real binary) ------------------------------
 
-/// The claim statement exactly as `src/outbox/pg.rs` sends it.
-const PG_CLAIM: &str = "WITH due AS ( \
-   SELECT id FROM ferry_outbox \
-    WHERE state IN ('pending', 'retry_wait', 'sending') AND due_at <= now() \
-      AND workflow <> ALL($4::text[]) \
-    ORDER BY due_at \
-    LIMIT $1 \
-    FOR UPDATE SKIP LOCKED) \
- UPDATE ferry_outbox o \
-    SET state = 'sending', claim_token = $2, attempts = o.attempts + 1, \
-        due_at = now() + $3 * interval '1 millisecond', updated_at = now() \
-   FROM due WHERE o.id = due.id \
- RETURNING o.id, o.workflow, o.key, o.payload::text, o.attempts, o.created_at";
-
-/// EXPLAIN the claim with literal values and as the generic plan a long-lived prepared statement
-/// gets. Returns (uses ferry_outbox_due in both, the custom plan text).
+/// EXPLAIN the claim statement the store sends (`ferry::outbox::sql::<backend>::CLAIM`), with
+/// literal values and as the generic plan a long-lived prepared statement gets. Returns (uses
+/// ferry_outbox_due in both, the custom plan text).
 async fn explain_claim(db: &Db) -> Result<(bool, bool, String)> {
     match db.bk {
         Bk::Postgres => {
+            let claim = ferry::outbox::sql::postgres::CLAIM;
             let pool = db.store.pg_pool().expect("pg");
             let mut conn = pool.acquire().await?;
-            let literal = PG_CLAIM
+            let literal = claim
                 .replace("$4::text[]", "'{}'::text[]")
                 .replace("$1", "256")
                 .replace("$2", "gen_random_uuid()")
-                .replace("$3", "60000");
+                .replace("$3", "60000")
+                .replace("$5", &MAX_PAYLOAD_BYTES.to_string())
+                .replace("$6", &CLAIM_PAYLOAD_BUDGET.to_string())
+                .replace("$7", "'payload is %s bytes'");
             let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {literal}"))
                 .fetch_all(&mut *conn)
                 .await?;
             let custom = lines.join("\n");
             sqlx::raw_sql(&format!(
                 "SET plan_cache_mode = force_generic_plan; \
-                 PREPARE ferry_bench_claim(bigint, uuid, bigint, text[]) AS {PG_CLAIM}"
+                 PREPARE ferry_bench_claim(bigint, uuid, bigint, text[], bigint, bigint, text) AS {claim}"
             ))
             .execute(&mut *conn)
             .await?;
-            let generic: Vec<String> = sqlx::query_scalar(
-                "EXPLAIN EXECUTE ferry_bench_claim(256, gen_random_uuid(), 60000, '{}')",
-            )
+            let generic: Vec<String> = sqlx::query_scalar(&format!(
+                "EXPLAIN EXECUTE ferry_bench_claim(256, gen_random_uuid(), 60000, '{{}}', \
+                 {MAX_PAYLOAD_BYTES}, {CLAIM_PAYLOAD_BUDGET}, 'payload is %s bytes')"
+            ))
             .fetch_all(&mut *conn)
             .await?;
             sqlx::raw_sql("DEALLOCATE ferry_bench_claim; RESET plan_cache_mode")
@@ -1176,13 +1220,17 @@ async fn explain_claim(db: &Db) -> Result<(bool, bool, String)> {
             ))
         }
         Bk::Sqlite => {
-            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-                "EXPLAIN QUERY PLAN SELECT id FROM ferry_outbox \
-                  WHERE state IN ('pending', 'retry_wait', 'sending') \
-                    AND due_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-                    AND workflow NOT IN (SELECT value FROM json_each('[]')) \
-                  ORDER BY due_at LIMIT 256",
-            )
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                ferry::outbox::sql::sqlite::CLAIM
+            ))
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind("+60.000 seconds")
+            .bind(256_i64)
+            .bind("[]")
+            .bind(MAX_PAYLOAD_BYTES as i64)
+            .bind(CLAIM_PAYLOAD_BUDGET as i64)
+            .bind("payload is %d bytes")
             .fetch_all(db.store.sqlite_pool().expect("sqlite"))
             .await?;
             let text = rows
@@ -1353,20 +1401,18 @@ async fn claim_rounds(db: &Db, batches: usize) -> Result<Vec<f64>> {
         }
         let completions: Vec<Completion> = rows
             .iter()
-            .map(|r| Completion {
-                id: r.id,
-                token: r.token,
-                key: r.key.clone(),
-                attempt: r.attempt,
-                outcome: Outcome::Done,
-                record: Some(AttemptRecord {
-                    started_at: chrono::Utc::now(),
-                    duration: Duration::from_micros(300),
-                    http_status: Some(200),
-                    error: None,
-                    response_excerpt: Some("{\"ok\":true}".into()),
-                }),
-                on_done: None,
+            .map(|r| {
+                r.completion(
+                    Outcome::Done,
+                    Some(AttemptRecord {
+                        started_at: chrono::Utc::now(),
+                        duration: Duration::from_micros(300),
+                        http_status: Some(200),
+                        error: None,
+                        response_excerpt: Some("{\"ok\":true}".into()),
+                    }),
+                    None,
+                )
             })
             .collect();
         db.store.complete(&completions).await?;
@@ -1686,6 +1732,7 @@ async fn run(opts: Opts) -> Result<Report> {
                     let r = match *scenario {
                         "enqueue" => scenario_enqueue(&mut env, bk).await,
                         "e2e" => scenario_e2e(&mut env, bk).await,
+                        "ordered" => scenario_ordered(&mut env, bk).await,
                         "pickup" => scenario_pickup(&mut env, bk).await,
                         "rss" => scenario_rss(&mut env, bk).await,
                         "claim" => scenario_claim(&mut env, bk).await,

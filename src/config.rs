@@ -194,8 +194,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "FERRY_PRUNE_SCHEDULE",
         default: "0 17 3 * * *",
-        allowed: Allowed::Text("a cron expression that fires again"),
-        what: "cron schedule of the prune job (sec min hour day month weekday)",
+        allowed: Allowed::Text(
+            "a cron expression: 5 fields (min hour day month weekday) or 6 with seconds first, optionally after CRON_TZ=<zone>",
+        ),
+        what: "cron schedule of the prune job: 5 fields, or 6 with seconds first; UTC unless it starts with CRON_TZ=<zone>",
     },
     DB_MAX_CONNECTIONS,
     Setting {
@@ -242,6 +244,111 @@ pub struct ConsoleSettings {
     /// The operator token; `None`: read-only. Debug shows `***`.
     pub token: Option<crate::workflow::Secret>,
     pub hide_payload: bool,
+}
+
+/// `FERRY_*` variables read outside [`SETTINGS`]: the config file's name, the build's git commit
+/// (`build.rs`), and the knobs of the tests and benchmarks. Setting one is never a mistake.
+pub const OTHER_VARIABLES: &[&str] = &[
+    "FERRY_CONFIG",
+    "FERRY_GIT_COMMIT",
+    "FERRY_TEST_PG_URL",
+    "FERRY_TEST_CHROMIUM",
+    "FERRY_TEST_CHROMEDRIVER",
+    "FERRY_FAULT_SEED",
+    "FERRY_SOAK",
+    "FERRY_BENCH_PG_URL",
+    "FERRY_BENCH_RSS_ROWS",
+    "FERRY_BENCH_CHILD_WRAPPER",
+];
+
+/// A `FERRY_*` variable in the environment that no part of Ferry reads: most likely a typo of a
+/// setting, which would otherwise be silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    pub name: String,
+    /// The closest setting, when one is close enough to be what was meant.
+    pub suggestion: Option<&'static str>,
+}
+
+impl fmt::Display for UnknownVariable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is set but is not a Ferry setting, so it is ignored",
+            self.name
+        )?;
+        match self.suggestion {
+            Some(s) => write!(f, "; did you mean {s}?"),
+            None => write!(f, " (`ferry --help` lists the settings)"),
+        }
+    }
+}
+
+/// The `FERRY_*` variables of `env` that are neither a setting, nor in [`OTHER_VARIABLES`], nor
+/// in `also_read` (e.g. the variables the workflow files name), sorted by name.
+pub fn unknown_variables<'a>(
+    env: impl IntoIterator<Item = &'a String>,
+    also_read: &[String],
+) -> Vec<UnknownVariable> {
+    let known = |name: &str| {
+        SETTINGS.iter().any(|s| s.name == name)
+            || OTHER_VARIABLES.contains(&name)
+            || also_read.iter().any(|v| v == name)
+    };
+    let mut unknown: Vec<UnknownVariable> = env
+        .into_iter()
+        .filter(|name| name.starts_with("FERRY_") && !known(name))
+        .map(|name| UnknownVariable {
+            name: name.clone(),
+            suggestion: closest_setting(name),
+        })
+        .collect();
+    unknown.sort_by(|a, b| a.name.cmp(&b.name));
+    unknown
+}
+
+/// The setting whose name is nearest `name`, if it is near enough: at most a third of the
+/// differing part edited (a letter missing, doubled or swapped, a word left out).
+fn closest_setting(name: &str) -> Option<&'static str> {
+    let candidates = SETTINGS
+        .iter()
+        .map(|s| s.name)
+        .chain(std::iter::once("FERRY_CONFIG"));
+    let tail = |s: &str| s.strip_prefix("FERRY_").unwrap_or(s).to_ascii_uppercase();
+    let wanted = tail(name);
+    candidates
+        .map(|c| (strsim::damerau_levenshtein(&wanted, &tail(c)), c))
+        .filter(|(d, c)| *d <= (tail(c).len().max(wanted.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The variables the workflow files in `dir` name (`${NAME}` or `${NAME:-default}`), so that a
+/// `FERRY_…` variable read by a workflow file is not reported as unknown.
+pub fn workflow_variables(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return names;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for part in text.split("${").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// The validated configuration of a Ferry process.
@@ -516,18 +623,8 @@ impl Config {
             .get("FERRY_PRUNE_SCHEDULE")
             .unwrap_or("0 17 3 * * *")
             .to_string();
-        let schedule = prune_schedule.parse::<cron::Schedule>().map_err(|e| {
-            bad(
-                "FERRY_PRUNE_SCHEDULE",
-                format!("'{prune_schedule}' is not a cron expression: {e}"),
-            )
-        })?;
-        if schedule.upcoming(chrono::Utc).next().is_none() {
-            return Err(bad(
-                "FERRY_PRUNE_SCHEDULE",
-                format!("'{prune_schedule}' never fires again (a year in the past?)"),
-            ));
-        }
+        crate::cron::Schedule::parse(&prune_schedule)
+            .map_err(|e| bad("FERRY_PRUNE_SCHEDULE", format!("'{prune_schedule}' {e}")))?;
         let console = console_settings(src)?;
         Ok(Config {
             console,
@@ -783,6 +880,24 @@ mod tests {
             let c = Config::from_sources(&src(&[("FERRY_METRICS_ADDR", addr)])).unwrap();
             assert_eq!(c.metrics_addr.as_deref(), Some(addr));
         }
+        for schedule in [
+            "17 3 * * *",
+            "0 17 3 * * *",
+            "CRON_TZ=Europe/Moscow 0 3 * * *",
+            "@daily",
+        ] {
+            let c = Config::from_sources(&src(&[("FERRY_PRUNE_SCHEDULE", schedule)])).unwrap();
+            assert_eq!(c.prune_schedule, schedule);
+        }
+        let e = error(&[("FERRY_PRUNE_SCHEDULE", "0 3 * * * * * *")]);
+        assert!(
+            e.starts_with("FERRY_PRUNE_SCHEDULE: '0 3 * * * * * *' has 8 fields"),
+            "{e}"
+        );
+        let e = error(&[("FERRY_PRUNE_SCHEDULE", "0 25 * * *")]);
+        assert!(e.contains("hour field '25'"), "{e}");
+        let e = error(&[("FERRY_PRUNE_SCHEDULE", "CRON_TZ=Moscow 0 3 * * *")]);
+        assert!(e.contains("unknown time zone 'Moscow'"), "{e}");
         let c = Config::from_sources(&src(&[("FERRY_SCHEMA", "ferry_t_01")])).unwrap();
         assert_eq!(c.store.schema.as_deref(), Some("ferry_t_01"));
     }
@@ -825,6 +940,70 @@ mod tests {
                 assert!(!e.contains(v), "the token is shown: {e}");
             }
         }
+    }
+
+    #[test]
+    fn unknown_ferry_variables_are_named_with_the_closest_setting() {
+        let env: Vec<String> = [
+            "FERRY_CONCURENCY",
+            "FERRY_METRICS_ADR",
+            "FERRY_WORKFLOW",
+            "FERRY_POLLINTERVAL",
+            "FERRY_SHUTDOWN_GRACE_PERIOD",
+            "FERRY_CONFG",
+            "FERRY_FROBNICATE",
+            "FERRY_PARTNER_URL",
+            "FERRY_CONCURRENCY",
+            "FERRY_TEST_PG_URL",
+            "FERRY_FAULT_SEED",
+            "FERRY_SOAK",
+            "FERRY_CONFIG",
+            "DATABASE_URL",
+            "PATH",
+            "ONEC_BASE_URL",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let unknown = unknown_variables(&env, &["FERRY_PARTNER_URL".to_string()]);
+        let got: Vec<(&str, Option<&str>)> = unknown
+            .iter()
+            .map(|u| (u.name.as_str(), u.suggestion))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("FERRY_CONCURENCY", Some("FERRY_CONCURRENCY")),
+                ("FERRY_CONFG", Some("FERRY_CONFIG")),
+                ("FERRY_FROBNICATE", None),
+                ("FERRY_METRICS_ADR", Some("FERRY_METRICS_ADDR")),
+                ("FERRY_POLLINTERVAL", Some("FERRY_POLL_INTERVAL")),
+                ("FERRY_SHUTDOWN_GRACE_PERIOD", Some("FERRY_SHUTDOWN_GRACE")),
+                ("FERRY_WORKFLOW", Some("FERRY_WORKFLOWS")),
+            ]
+        );
+        assert_eq!(
+            unknown[0].to_string(),
+            "FERRY_CONCURENCY is set but is not a Ferry setting, so it is ignored; did you mean FERRY_CONCURRENCY?"
+        );
+        assert!(unknown[2].to_string().contains("ferry --help"));
+    }
+
+    #[test]
+    fn workflow_files_name_their_variables() {
+        let dir = std::env::temp_dir().join(format!("ferry-wfvars-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.toml"),
+            "base_url = \"${FERRY_PARTNER_URL}\"\npath = \"${X_PATH:-/x}\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("notes.txt"), "${FERRY_NOT_READ}").unwrap();
+        let mut vars = workflow_variables(&dir);
+        vars.sort();
+        assert_eq!(vars, ["FERRY_PARTNER_URL", "X_PATH"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(workflow_variables(&dir).is_empty());
     }
 
     #[test]

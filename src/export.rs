@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 
 use crate::documents::{DocumentError, OnecCustomer, OnecInvoice, OnecItem};
 use crate::outbox::dynamic::{NamedRow, SqlValue};
-use crate::outbox::{Enqueued, Store, StoreError};
+use crate::outbox::{Enqueued, State, Store, StoreError};
 use crate::workflow::WorkflowSummary;
 
 /// Why an export could not be started.
@@ -54,7 +54,7 @@ pub enum ExportReport {
         invoice_number: String,
         outbox_id: i64,
         created: bool,
-        state: String,
+        state: State,
     },
 }
 
@@ -198,6 +198,6 @@ pub async fn export_invoice(
         invoice_number: order.invoice.invoice_number,
         outbox_id: id,
         created,
-        state: state.to_string(),
+        state,
     })
 }

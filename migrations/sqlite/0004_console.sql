@@ -55,7 +55,7 @@ CREATE TABLE ferry_actions (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     at        TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     actor     TEXT    NOT NULL CHECK (length(actor) BETWEEN 1 AND 200),
-    action    TEXT    NOT NULL CHECK (action IN ('retry', 'cancel', 'bulk_retry', 'bulk_cancel')),
+    action    TEXT    NOT NULL CHECK (action IN ('retry', 'cancel', 'bulk_retry', 'bulk_cancel', 'release', 'pause', 'resume')),
     outbox_id INTEGER,
     filter    TEXT    CHECK (filter IS NULL OR json_valid(filter)),
     reason    TEXT,

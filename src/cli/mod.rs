@@ -1,11 +1,13 @@
 //! The `ferry` command line: argument parsing and one function per command. Each command calls
 //! the service layer ([`crate::service`]: the engine and the operator actions) and renders what
-//! it returns ([`render`]); nothing here assembles the engine or is needed to use Ferry as a
+//! it returns (`render.rs`); nothing here assembles the engine or is needed to use Ferry as a
 //! crate.
 
 mod render;
 
-use render::{dead_hint, due_or_lease, render_show, retry_command, unconfigured_lines};
+use render::{
+    dead_hint, detail_json, due_or_lease, render_show, retry_command, row_json, unconfigured_lines,
+};
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Allowed, Config, ConsoleMode, Sources, SETTINGS};
@@ -50,7 +52,7 @@ pub struct Cli {
     /// A TOML config file (settings in lower case); environment variables override it.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Print machine-readable JSON instead of tables.
+    /// Print machine-readable JSON instead of tables (payloads as JSON values).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -98,6 +100,28 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Release a dead row from its ordering group: it stays dead (recorded: when, by whom,
+    /// why), and the later rows of its group are delivered without it.
+    Release {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Pause a workflow (or --target: all its workflows) for every relay, within a second.
+    Pause {
+        /// The workflow (or the target, with --target).
+        workflow: Option<String>,
+        #[arg(long, conflicts_with = "workflow")]
+        target: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused workflow (or --target).
+    Resume {
+        workflow: Option<String>,
+        #[arg(long, conflicts_with = "workflow")]
+        target: Option<String>,
+    },
     /// Cancel a pending or retry_wait row: it becomes dead with the reason.
     Cancel {
         id: i64,
@@ -115,6 +139,14 @@ enum Command {
         #[command(subcommand)]
         command: WorkflowsCommand,
     },
+    /// Print a shell completion script: `ferry completions bash > /etc/bash_completion.d/ferry`,
+    /// `ferry completions zsh > "${fpath[1]}/_ferry"`, `ferry completions fish > ~/.config/fish/completions/ferry.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `ferry man > /usr/local/share/man/man1/ferry.1`.
+    Man,
     /// Export an order's invoice to 1C (only if paid; never twice).
     ExportInvoice {
         order_id: String,
@@ -275,13 +307,9 @@ impl Ctx {
     }
 }
 
-/// Who the CLI's actions are recorded as: `cli:<login name>`.
+/// Who the CLI's actions are recorded as in `ferry_actions`: `cli:<login name>`.
 fn cli_actor() -> String {
-    let user = ["USER", "LOGNAME", "USERNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
-        .unwrap_or_else(|| "unknown".into());
-    format!("cli:{user}")
+    format!("cli:{}", operator_name())
 }
 
 fn init_cli_logging(config: &Config) {
@@ -300,7 +328,46 @@ fn init_cli_logging(config: &Config) {
     .map(std::mem::forget);
 }
 
+/// `ferry completions <shell>`, `ferry man`: generated from the command definition, needing no
+/// configuration (they work where no setting is valid, e.g. while packaging).
+fn print_generated(command: &Command) -> Result<bool> {
+    use std::io::Write;
+    let mut cmd = Cli::command();
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cmd, "ferry", &mut text);
+        }
+        Command::Man => clap_mangen::Man::new(cmd).render(&mut text)?,
+        _ => return Ok(false),
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&text).and_then(|()| out.flush()) {
+        // `ferry man | head` is fine.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing to standard output")
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Warn about `FERRY_*` variables nothing reads (a typo of a setting is otherwise silently
+/// ignored), naming the closest setting. Logged once logging is set up.
+fn warn_unknown_variables(ctx: &Ctx) {
+    let read_by_workflows = crate::config::workflow_variables(&ctx.config.workflows_dir);
+    for unknown in crate::config::unknown_variables(ctx.sources.env.keys(), &read_by_workflows) {
+        tracing::warn!(
+            variable = %unknown.name,
+            suggestion = unknown.suggestion.unwrap_or(""),
+            "{unknown}"
+        );
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    if print_generated(&cli.command)? {
+        return Ok(ExitCode::SUCCESS);
+    }
     let sources = Sources::from_process(cli.config.as_deref())?;
     let config = Config::from_sources(&sources)?;
     let ctx = Ctx {
@@ -313,7 +380,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Console(args) => return console(&ctx, args).await,
         #[cfg(feature = "demo")]
         Command::Demo(args) => return crate::demo::run(args).await,
-        _ => init_cli_logging(&ctx.config),
+        _ => {
+            init_cli_logging(&ctx.config);
+            warn_unknown_variables(&ctx);
+        }
     }
     match cli.command {
         Command::Migrate => {
@@ -324,43 +394,100 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Status => {
-            let lines = ctx
-                .operator()
-                .await?
-                .status()
-                .await
-                .map_err(hint_migrate_service)?;
+            let operator = ctx.operator().await?;
+            let lines = operator.status().await.map_err(hint_migrate_service)?;
+            let blocked = operator.blocked().await?;
+            let paused = operator.paused().await?;
             ctx.print(&lines, || {
-                let live = lines.iter().any(|l| l.state != "done");
-                if lines.is_empty() {
-                    return "nothing pending, in flight, waiting or dead".into();
+                let mut out = if lines.is_empty() {
+                    "nothing pending, in flight, waiting or dead".to_string()
+                } else {
+                    status_table(&lines)
+                };
+                if !paused.is_empty() {
+                    out.push_str("\n\nPaused (ferry resume ... to restart):\n");
+                    out.push_str(&table(
+                        &["KIND", "NAME", "BY", "SINCE", "REASON"],
+                        paused
+                            .iter()
+                            .map(|p| {
+                                vec![
+                                    p.kind.clone(),
+                                    p.name.clone(),
+                                    p.paused_by.clone().unwrap_or_default(),
+                                    crate::outbox::time_text(p.paused_at),
+                                    p.reason.clone().unwrap_or_default(),
+                                ]
+                            })
+                            .collect(),
+                    ));
                 }
-                let mut out = table(
-                    &["WORKFLOW", "STATE", "ROWS", "OLDEST DUE (s)"],
-                    lines
-                        .iter()
-                        .map(|l| {
-                            vec![
-                                l.workflow.clone(),
-                                l.state.clone(),
-                                l.rows.to_string(),
-                                if l.state == "done" {
-                                    "-".into()
-                                } else {
-                                    format!("{:.1}", l.oldest_due_age_s)
-                                },
-                            ]
-                        })
-                        .collect(),
-                );
-                out.push_str(
-                    "\ndone: rows ever delivered (kept by the database, not lowered by pruning); the other states: rows now",
-                );
-                if !live {
-                    out.push_str("\nnothing pending, in flight, waiting or dead");
+                if !blocked.is_empty() {
+                    out.push_str(
+                        "\n\nBlocked groups (retry the dead row, or ferry release <id> --reason ...):\n",
+                    );
+                    out.push_str(&table(
+                        &["ORDERING KEY", "BLOCKED BY", "WORKFLOW", "KEY", "WAITING", "REASON"],
+                        blocked
+                            .iter()
+                            .map(|b| {
+                                vec![
+                                    b.ordering_key.clone(),
+                                    b.blocking_id.to_string(),
+                                    b.workflow.clone(),
+                                    b.key.clone(),
+                                    b.waiting.to_string(),
+                                    b.reason.clone().unwrap_or_default(),
+                                ]
+                            })
+                            .collect(),
+                    ));
                 }
                 out
             });
+        }
+        Command::Release { id, reason } => {
+            ctx.operator()
+                .await?
+                .release(id, &operator_name(), &reason)
+                .await?;
+            ctx.print(&serde_json::json!({"released": id}), || {
+                format!("row {id} released: it stays dead, and its group goes on without it")
+            });
+        }
+        Command::Pause {
+            workflow,
+            target,
+            reason,
+        } => {
+            let (kind, name) = pause_subject(workflow, target)?;
+            ctx.operator()
+                .await?
+                .pause(kind, &name, &operator_name(), reason.as_deref())
+                .await?;
+            ctx.print(
+                &serde_json::json!({"paused": {"kind": kind.as_str(), "name": name}}),
+                || {
+                    format!(
+                        "{} {name} paused: relays stop claiming its rows within a second",
+                        kind.as_str()
+                    )
+                },
+            );
+        }
+        Command::Resume { workflow, target } => {
+            let (kind, name) = pause_subject(workflow, target)?;
+            let was = ctx.operator().await?.resume(kind, &name).await?;
+            ctx.print(
+                &serde_json::json!({"resumed": {"kind": kind.as_str(), "name": name, "was_paused": was}}),
+                || {
+                    if was {
+                        format!("{} {name} resumed", kind.as_str())
+                    } else {
+                        format!("{} {name} was not paused", kind.as_str())
+                    }
+                },
+            );
         }
         Command::List {
             state,
@@ -381,7 +508,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 })
                 .await
                 .map_err(hint_migrate_service)?;
-            ctx.print(&rows, || {
+            let json_rows: Vec<serde_json::Value> = rows.iter().map(row_json).collect();
+            ctx.print(&json_rows, || {
                 table(
                     &[
                         "ID",
@@ -398,7 +526,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                                 r.id.to_string(),
                                 r.workflow.clone(),
                                 r.key.clone(),
-                                r.state.clone(),
+                                r.state.to_string(),
                                 r.attempts.to_string(),
                                 due_or_lease(r),
                                 r.last_error
@@ -418,7 +546,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .show(id)
                 .await
                 .map_err(hint_migrate_service)?;
-            ctx.print(&detail, || render_show(&detail.row, &detail.attempts));
+            ctx.print(&detail_json(&detail.row, &detail.attempts), || {
+                render_show(&detail.row, &detail.attempts)
+            });
         }
         Command::Retry {
             id,
@@ -480,7 +610,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                             "already enqueued as row {} ({}); nothing added{}",
                             e.id,
                             e.state,
-                            dead_hint(e.id, e.state.as_str(), dead_reason.as_deref())
+                            dead_hint(e.id, e.state, dead_reason.as_deref())
                         )
                     }
                 },
@@ -498,6 +628,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         #[cfg(feature = "demo")]
         Command::Demo(_) => unreachable!("handled above"),
         Command::Run(_) | Command::Console(_) => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -511,7 +642,7 @@ fn hint_migrate_service(e: crate::service::ServiceError) -> anyhow::Error {
 
 fn hint_migrate(e: crate::outbox::StoreError) -> anyhow::Error {
     let text = e.to_string();
-    if text.contains("ferry_outbox") || text.contains("ferry_status") {
+    if e.is_missing_table() {
         anyhow!("{text} (has `ferry migrate` been run on this database?)")
     } else {
         e.into()
@@ -573,13 +704,13 @@ async fn export_invoice_command(
             created,
             state,
             ..
-        } => (*outbox_id, *created, state.clone()),
+        } => (*outbox_id, *created, *state),
     };
-    if !created && state == "dead" {
+    if !created && state == State::Dead {
         // Nothing will deliver it: say so, why, and how to try again.
         let row = store.get(outbox_id).await?;
         ctx.print(
-            &serde_json::json!({"report": report, "row": row, "retry": retry_command(outbox_id)}),
+            &serde_json::json!({"report": report, "row": row_json(&row), "retry": retry_command(outbox_id)}),
             || {
                 format!(
                     "order {order_id}: its invoice is already in the outbox as row {outbox_id}, which is dead \
@@ -599,7 +730,7 @@ async fn export_invoice_command(
             } else {
                 format!(
                     "order {order_id}: already enqueued as outbox row {outbox_id} ({state}); nothing added{}",
-                    if state == "done" {
+                    if state == State::Done {
                         ""
                     } else {
                         "; a running relay delivers it"
@@ -615,7 +746,7 @@ async fn export_invoice_command(
     let deadline = tokio::time::Instant::now() + timeout;
     let row = loop {
         let row = store.get(outbox_id).await?;
-        if row.state == "done" || row.state == "dead" {
+        if matches!(row.state, State::Done | State::Dead) {
             break Some(row);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -633,32 +764,29 @@ async fn export_invoice_command(
     };
     let attempts = store.attempts(outbox_id).await?;
     let last = attempts.last();
-    ctx.print(
-        &serde_json::json!({"row": row, "attempts": attempts}),
-        || {
-            format!(
-                "order {order_id}: {} after {}{}{}",
-                row.state,
-                plural(row.attempts, "attempt", "attempts"),
-                last.and_then(|a| a.http_status)
-                    .map(|s| format!(", HTTP {s}"))
-                    .unwrap_or_default(),
-                match row.state.as_str() {
-                    "done" => format!(
-                        "; 1C answered: {}",
-                        last.and_then(|a| a.response_excerpt.clone())
-                            .unwrap_or_default()
-                    ),
-                    _ => format!(
-                        "; reason: {}\nFix the cause, then retry it: {}",
-                        row.last_error.clone().unwrap_or_default(),
-                        retry_command(outbox_id)
-                    ),
-                }
-            )
-        },
-    );
-    Ok(if row.state == "done" {
+    ctx.print(&detail_json(&row, &attempts), || {
+        format!(
+            "order {order_id}: {} after {}{}{}",
+            row.state,
+            plural(row.attempts, "attempt", "attempts"),
+            last.and_then(|a| a.http_status)
+                .map(|s| format!(", HTTP {s}"))
+                .unwrap_or_default(),
+            match row.state {
+                State::Done => format!(
+                    "; 1C answered: {}",
+                    last.and_then(|a| a.response_excerpt.clone())
+                        .unwrap_or_default()
+                ),
+                _ => format!(
+                    "; reason: {}\nFix the cause, then retry it: {}",
+                    row.last_error.clone().unwrap_or_default(),
+                    retry_command(outbox_id)
+                ),
+            }
+        )
+    });
+    Ok(if row.state == State::Done {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -683,6 +811,7 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
     let broken = !report.errors.is_empty();
     let none_configured = !broken && registry.is_empty();
     let ok = !broken && !none_configured && (!strict || unconfigured.is_empty());
+    let schedules = cron_schedules(ctx, registry);
     if ctx.json {
         let valid: Vec<_> = registry
             .iter()
@@ -707,6 +836,12 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
                 "configured": valid,
                 "unconfigured": unconfigured,
                 "errors": errors,
+                "schedules": schedules.iter().map(|(job, s)| serde_json::json!({
+                    "job": job,
+                    "schedule": s.as_str(),
+                    "timezone": s.timezone().map_or("UTC", |tz| tz.name()),
+                    "next": s.upcoming_after(chrono::Utc::now(), 3),
+                })).collect::<Vec<_>>(),
             }))?
         );
         return Ok(if ok {
@@ -746,6 +881,7 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
         }
         print!("{s}");
     }
+    print!("{}", render_schedules(&schedules, chrono::Utc::now()));
     if none_configured {
         eprintln!(
             "ferry: no workflow in {} is configured; set the variables of at least one (`ferry run` refuses to start until then):\n{}",
@@ -875,6 +1011,43 @@ async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The cron jobs `run` would schedule: prune, and the reconcile sweep of each configured
+/// workflow that has one.
+fn cron_schedules(ctx: &Ctx, registry: &Registry) -> Vec<(String, crate::cron::Schedule)> {
+    let mut jobs = Vec::new();
+    // Validated with the configuration; a schedule that has stopped firing since is left out.
+    if let Ok(prune) = crate::cron::Schedule::parse(&ctx.config.prune_schedule) {
+        jobs.push(("prune".to_string(), prune));
+    }
+    for w in registry.iter() {
+        if let Some(r) = &w.reconcile {
+            jobs.push((format!("reconcile:{}", w.name), r.schedule.clone()));
+        }
+    }
+    jobs
+}
+
+/// `cron jobs:` and each job's schedule with its next three runs.
+fn render_schedules(
+    jobs: &[(String, crate::cron::Schedule)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let mut s = String::from("cron jobs (next three runs):\n");
+    for (job, schedule) in jobs {
+        let next: Vec<String> = schedule
+            .upcoming_after(now, 3)
+            .into_iter()
+            .map(|t| schedule.show(t))
+            .collect();
+        s.push_str(&format!(
+            "  {job:<20} {:<24} {}\n",
+            schedule.as_str(),
+            next.join(", ")
+        ));
+    }
+    s
+}
+
 async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let config = &ctx.config;
     let _log = crate::ops::logging::init(&LogConfig {
@@ -888,6 +1061,7 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         file_name: "ferry.log".into(),
         stderr: true,
     })?;
+    warn_unknown_variables(ctx);
     // Everything is checked before anything starts.
     let registry = Arc::new(ctx.registry()?);
     let metrics_addr = match args.metrics_addr.as_deref() {
@@ -895,10 +1069,8 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         Some(a) => Some(a.to_string()),
         None => config.metrics_addr.clone(),
     };
-    let prune: cron::Schedule = config
-        .prune_schedule
-        .parse()
-        .map_err(|e| anyhow!("FERRY_PRUNE_SCHEDULE: {e}"))?;
+    let prune = crate::cron::Schedule::parse(&config.prune_schedule)
+        .map_err(|e| anyhow!("FERRY_PRUNE_SCHEDULE: '{}' {e}", config.prune_schedule))?;
     let store = ctx.store().await?;
     if !args.no_migrate {
         store.migrate().await.context("applying migrations")?;
@@ -924,4 +1096,59 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     };
     service::run_daemon(store, registry, opts, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `ferry_status` lines as a table.
+fn status_table(lines: &[crate::outbox::StatusLine]) -> String {
+    let done = crate::outbox::State::Done;
+    let mut out = table(
+        &["WORKFLOW", "STATE", "ROWS", "OLDEST DUE (s)"],
+        lines
+            .iter()
+            .map(|l| {
+                vec![
+                    l.workflow.clone(),
+                    l.state.to_string(),
+                    l.rows.to_string(),
+                    if l.state == done {
+                        "-".into()
+                    } else {
+                        format!("{:.1}", l.oldest_due_age_s)
+                    },
+                ]
+            })
+            .collect(),
+    );
+    if lines.iter().any(|l| l.state == done) {
+        out.push_str(
+            "\ndone: rows ever delivered (kept by the database, not lowered by pruning); the other states: rows now",
+        );
+    }
+    if lines.iter().all(|l| l.state == done) {
+        out.push_str("\nnothing pending, in flight, waiting or dead");
+    }
+    out
+}
+
+/// Who runs an operator action, as recorded on the row or the pause: the login name, or
+/// "cli".
+fn operator_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "cli".into())
+}
+
+/// `ferry pause W` / `ferry pause --target T` (and resume).
+fn pause_subject(
+    workflow: Option<String>,
+    target: Option<String>,
+) -> anyhow::Result<(crate::outbox::PauseKind, String)> {
+    use crate::outbox::PauseKind;
+    match (workflow, target) {
+        (Some(w), None) => Ok((PauseKind::Workflow, w)),
+        (None, Some(t)) => Ok((PauseKind::Target, t)),
+        _ => bail!("say what: a workflow name, or --target <name>"),
+    }
 }

@@ -1,7 +1,28 @@
 //! How the CLI shows rows, attempts and hints to a person.
 
+use crate::outbox::{AttemptOutcome, State};
 use crate::text::{middle_cut, plural, program, table};
 use crate::workflow::Unconfigured;
+
+/// A row for `--json`: its payload as the JSON value it is, not a string holding JSON.
+pub(super) fn row_json(row: &crate::outbox::OutboxRow) -> serde_json::Value {
+    let mut value = serde_json::to_value(row).unwrap_or_default();
+    if let Some(payload) = value.get_mut("payload") {
+        // The database only holds valid JSON; were it ever not, the text stays a string.
+        if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&row.payload) {
+            *payload = parsed;
+        }
+    }
+    value
+}
+
+/// A row and its attempts for `--json` (`show`, `export-invoice --wait`).
+pub(super) fn detail_json(
+    row: &crate::outbox::OutboxRow,
+    attempts: &[crate::outbox::AttemptLine],
+) -> serde_json::Value {
+    serde_json::json!({ "row": row_json(row), "attempts": attempts })
+}
 
 /// The command that resets row `id` to pending.
 pub(super) fn retry_command(id: i64) -> String {
@@ -9,8 +30,8 @@ pub(super) fn retry_command(id: i64) -> String {
 }
 
 /// For a row found already enqueued: if it is dead, its reason and how to retry it.
-pub(super) fn dead_hint(id: i64, state: &str, reason: Option<&str>) -> String {
-    if state != "dead" {
+pub(super) fn dead_hint(id: i64, state: State, reason: Option<&str>) -> String {
+    if state != State::Dead {
         return String::new();
     }
     format!(
@@ -38,9 +59,9 @@ pub(super) fn unconfigured_lines(list: &[Unconfigured]) -> String {
 /// The due time of a waiting row, the lease expiry of a `sending` one, `-` for finished rows
 /// (their `due_at` means nothing any more).
 pub(super) fn due_or_lease(row: &crate::outbox::OutboxRow) -> String {
-    match row.state.as_str() {
-        "done" | "dead" => "-".into(),
-        _ => row.due_at.clone(),
+    match row.state {
+        State::Done | State::Dead => "-".into(),
+        _ => crate::outbox::time_text(row.due_at),
     }
 }
 
@@ -53,8 +74,7 @@ pub(super) fn budgets(attempts: &[&crate::outbox::AttemptLine]) -> Vec<u32> {
     attempts
         .iter()
         .map(|a| {
-            let stale = a.error.as_deref().is_some_and(|e| e.contains("(stale:"));
-            if !stale {
+            if !a.is_stale() {
                 if last.is_some_and(|prev| a.attempt <= prev) {
                     budget += 1;
                 }
@@ -72,7 +92,7 @@ pub fn render_show(
 ) -> String {
     // Oldest first by start time: a stale attempt is recorded late but started early.
     let mut history: Vec<&crate::outbox::AttemptLine> = attempts.iter().collect();
-    history.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    history.sort_by_key(|a| a.started_at);
     let budget_of = budgets(&history);
     let last_budget = budget_of.last().copied().unwrap_or(0);
     // Requests of the current budget: the last budget in the history, unless the row was reset
@@ -93,16 +113,18 @@ pub fn render_show(
     } else {
         0
     };
-    let in_flight = i32::from(row.state == "sending");
+    let in_flight = i32::from(row.state == State::Sending);
     let unsent = (row.attempts - sent_now - in_flight).max(0);
-    let last_is_fatal_request =
-        current_is_last && history.last().is_some_and(|a| a.outcome == "dead");
-    let dead_without_request = row.state == "dead" && !last_is_fatal_request;
+    let last_is_fatal_request = current_is_last
+        && history
+            .last()
+            .is_some_and(|a| a.outcome == AttemptOutcome::Dead);
+    let dead_without_request = row.state == State::Dead && !last_is_fatal_request;
 
     let state = if dead_without_request {
         "dead (no request was sent for this outcome: see the last error)".to_string()
     } else {
-        row.state.clone()
+        row.state.to_string()
     };
     let mut notes = Vec::new();
     if row.attempts > 0 && sent_now == 0 && in_flight == 0 {
@@ -138,9 +160,11 @@ pub fn render_show(
         state,
         attempts_line,
         due_or_lease(row),
-        row.created_at,
-        row.updated_at,
-        row.done_at.clone().unwrap_or_else(|| "-".into()),
+        crate::outbox::time_text(row.created_at),
+        crate::outbox::time_text(row.updated_at),
+        row.done_at
+            .map(crate::outbox::time_text)
+            .unwrap_or_else(|| "-".into()),
         row.last_status
             .map(|s| s.to_string())
             .unwrap_or_else(|| "-".into()),
@@ -184,9 +208,9 @@ pub fn render_show(
                     (i + 1).to_string(),
                     budget.to_string(),
                     a.attempt.to_string(),
-                    a.started_at.clone(),
+                    crate::outbox::time_text(a.started_at),
                     format!("{:.1}", a.duration_ms),
-                    a.outcome.clone(),
+                    a.outcome.to_string(),
                     a.http_status.map(|s| s.to_string()).unwrap_or_default(),
                     detail,
                 ]
@@ -202,18 +226,22 @@ mod tests {
     use crate::outbox::{AttemptLine, OutboxRow};
     use crate::text::{shell_quote, shell_quote_sql};
 
+    fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
+        text.parse().unwrap()
+    }
+
     fn row(state: &str, attempts: i32, last_error: Option<&str>) -> OutboxRow {
         OutboxRow {
             id: 7,
             workflow: "partner_phieu_nhap".into(),
             key: "PN-BROKEN".into(),
-            state: state.into(),
+            state: state.parse().unwrap(),
             attempts,
-            due_at: "2026-12-01T10:00:00.000Z".into(),
+            due_at: time("2026-12-01T10:00:00.000Z"),
             last_error: last_error.map(str::to_string),
             last_status: None,
-            created_at: "2026-12-01T09:59:59.000Z".into(),
-            updated_at: "2026-12-01T10:00:00.000Z".into(),
+            created_at: time("2026-12-01T09:59:59.000Z"),
+            updated_at: time("2026-12-01T10:00:00.000Z"),
             done_at: None,
             payload: "{}".into(),
         }
@@ -222,9 +250,9 @@ mod tests {
     fn attempt(n: i32, at: &str, outcome: &str, error: Option<&str>) -> AttemptLine {
         AttemptLine {
             attempt: n,
-            started_at: format!("2026-12-01T10:00:{at}.000Z"),
+            started_at: time(&format!("2026-12-01T10:00:{at}.000Z")),
             duration_ms: 1.0,
-            outcome: outcome.into(),
+            outcome: outcome.parse().unwrap(),
             http_status: Some(503),
             error: error.map(str::to_string),
             response_excerpt: None,

@@ -346,17 +346,17 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let settled = loop {
-        let counts: std::collections::HashMap<String, i64> =
+        let counts: std::collections::HashMap<State, i64> =
             store.count_by_state().await?.into_iter().collect();
-        let get = |s: &str| counts.get(s).copied().unwrap_or(0);
-        let live = get("pending") + get("sending") + get("retry_wait");
-        bar.set_position((get("done") + get("dead")) as u64);
+        let get = |s: State| counts.get(&s).copied().unwrap_or(0);
+        let live = get(State::Pending) + get(State::Sending) + get(State::RetryWait);
+        bar.set_position((get(State::Done) + get(State::Dead)) as u64);
         bar.set_message(format!(
             "done {}  dead {}  waiting to retry {}  in flight {}",
-            get("done"),
-            get("dead"),
-            get("retry_wait"),
-            get("sending")
+            get(State::Done),
+            get(State::Dead),
+            get(State::RetryWait),
+            get(State::Sending)
         ));
         if live == 0 {
             break true;
@@ -400,7 +400,7 @@ async fn summary(
     took: Duration,
 ) -> Result<bool> {
     let pool = store.sqlite_pool().expect("sqlite");
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+    let rows: Vec<(String, State, i64)> = sqlx::query_as(
         "SELECT o.workflow, o.state,
                 (SELECT count(*) FROM ferry_attempts a WHERE a.outbox_id = o.id AND a.outcome = 'retry')
            FROM ferry_outbox o",
@@ -428,8 +428,8 @@ async fn summary(
         lines.push(vec![
             wf.clone(),
             of.len().to_string(),
-            of.iter().filter(|r| r.1 == "done").count().to_string(),
-            of.iter().filter(|r| r.1 == "dead").count().to_string(),
+            of.iter().filter(|r| r.1 == State::Done).count().to_string(),
+            of.iter().filter(|r| r.1 == State::Dead).count().to_string(),
             of.iter().map(|r| r.2).sum::<i64>().to_string(),
             format!("{:.0}", percentile(&lat, 0.50)),
             format!("{:.0}", percentile(&lat, 0.95)),

@@ -10,7 +10,9 @@
 //!
 //! `render` produces the text exposition format 0.0.4 with every family's
 //! `# HELP`/`# TYPE` header and series sorted by label values, so output is
-//! deterministic and diff-friendly in tests.
+//! deterministic and diff-friendly in tests. It ends with the standard
+//! `process_*` families (read from `/proc/self` on Linux) and
+//! `ferry_build_info` (see [`super::process`]).
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -223,6 +225,10 @@ pub struct Metrics {
     circuits: Mutex<BTreeMap<String, CircuitGauge>>,
     store_errors: AtomicU64,
     in_flight: AtomicI64,
+    /// Ordering groups held by a dead row (`ferry_blocked`).
+    blocked_groups: AtomicI64,
+    /// What an operator paused: (kind, name) -> 1 while paused, 0 once resumed.
+    paused: Mutex<BTreeMap<(String, String), i64>>,
     /// The loaded workflows, when known: other names are labelled [`OTHER_WORKFLOW`].
     known: Mutex<Option<std::collections::BTreeSet<String>>>,
 }
@@ -251,6 +257,8 @@ impl Metrics {
             circuits: Mutex::new(BTreeMap::new()),
             store_errors: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
+            blocked_groups: AtomicI64::new(0),
+            paused: Mutex::new(BTreeMap::new()),
             known: Mutex::new(None),
         }
     }
@@ -355,6 +363,21 @@ impl Metrics {
 
     pub fn store_error(&self) {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets `ferry_blocked_groups`.
+    pub fn set_blocked_groups(&self, n: i64) {
+        self.blocked_groups.store(n, Ordering::Relaxed);
+    }
+
+    /// Replaces the `ferry_paused{kind,name}` family: 1 for each paused (kind, name); one
+    /// reported before and resumed since stays at 0, so alerts resolve.
+    pub fn set_paused(&self, paused: &[(String, String)]) {
+        let mut map = lock(&self.paused);
+        map.values_mut().for_each(|v| *v = 0);
+        for key in paused {
+            map.insert(key.clone(), 1);
+        }
     }
 
     pub fn set_relay_in_flight(&self, n: i64) {
@@ -549,12 +572,41 @@ impl Metrics {
 
         header(
             &mut out,
+            "ferry_blocked_groups",
+            "Ordering groups held by a dead row (the ferry_blocked view).",
+            "gauge",
+        );
+        sample(
+            &mut out,
+            "ferry_blocked_groups",
+            &[],
+            self.blocked_groups.load(Ordering::Relaxed) as f64,
+        );
+
+        header(
+            &mut out,
+            "ferry_paused",
+            "1 while an operator has paused the workflow or target (ferry pause).",
+            "gauge",
+        );
+        for ((kind, name), v) in lock(&self.paused).iter() {
+            sample(
+                &mut out,
+                "ferry_paused",
+                &[("kind", kind), ("name", name)],
+                *v as f64,
+            );
+        }
+
+        header(
+            &mut out,
             "ferry_up",
             "Always 1 while the process serves metrics.",
             "gauge",
         );
         sample(&mut out, "ferry_up", &[], 1.0);
 
+        super::process::render(&mut out, super::process::read().as_ref());
         out
     }
 
@@ -811,6 +863,17 @@ mod tests {
             assert!(text.contains(&format!("# HELP {name} ")), "missing HELP");
         }
         assert!(text.contains("\nferry_up 1\n"));
+        assert!(text.contains("# TYPE ferry_build_info gauge\n"));
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_start_time_seconds",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
+            assert!(text.contains(&format!("\n{name} ")), "{name}: {text}");
+        }
         assert!(text.contains("\nferry_store_errors_total 0\n"));
         assert!(text.contains("\nferry_in_flight 0\n"));
         assert!(text.ends_with('\n'));
@@ -945,8 +1008,15 @@ mod tests {
                 r#"ferry_circuit_state{target="https://b.example"} 2"#,
             ]
         );
-        // Rendering twice yields identical text.
-        assert_eq!(text, m.render());
+        // Rendering twice yields identical text (Ferry's own families: the process_* ones
+        // measure the process, which moves on).
+        let own = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.contains("process_"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(own(&text), own(&m.render()));
     }
 
     #[test]

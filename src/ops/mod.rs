@@ -4,6 +4,8 @@
 //! - [`metrics`]: a small hand-written Prometheus registry ([`Metrics`]) that
 //!   the relay updates on every attempt and the store poller refreshes with
 //!   row counts and lag.
+//! - [`process`]: the standard `process_*` metrics from `/proc/self` and
+//!   `ferry_build_info`, appended to every scrape.
 //! - [`server`]: `/metrics`, `/healthz` and `/readyz` on a separate port, so
 //!   scrapes and probes never compete with delivery traffic.
 //! - [`logging`]: the global `tracing` subscriber (human or JSON, stderr and a
@@ -15,6 +17,7 @@
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+pub mod process;
 pub mod server;
 
 use std::path::PathBuf;

@@ -184,7 +184,7 @@ pub struct SettledCount {
 #[derive(Debug, Clone)]
 pub struct ActionRecord<'a> {
     pub actor: &'a str,
-    /// `retry`, `cancel`, `bulk_retry` or `bulk_cancel`.
+    /// `retry`, `cancel`, `bulk_retry`, `bulk_cancel`, `release`, `pause` or `resume`.
     pub action: &'a str,
     pub outbox_id: Option<i64>,
     pub filter: Option<serde_json::Value>,

@@ -19,6 +19,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use sqlx::{PgConnection, Row, SqliteConnection};
 
+use super::sql;
 use super::{State, StoreError};
 
 /// Largest payload accepted, in bytes of JSON text. Documents are invoices, not attachments; a
@@ -40,6 +41,10 @@ pub struct Enqueued {
     pub state: State,
 }
 
+/// One row of [`enqueue_many_ordered`] as sent: key, ordering key, payload text.
+#[doc(hidden)]
+pub type IntentRow = (String, Option<String>, String);
+
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A connection (or transaction, via `&mut *tx`) that can take an outbox row.
@@ -49,6 +54,7 @@ pub trait EnqueueConn<'c>: Send {
         self,
         workflow: &'c str,
         key: &'c str,
+        ordering_key: Option<&'c str>,
         payload: String,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>>;
 
@@ -56,7 +62,7 @@ pub trait EnqueueConn<'c>: Send {
     fn insert_intents(
         self,
         workflow: &'c str,
-        rows: Vec<(String, String)>,
+        rows: Vec<IntentRow>,
     ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>>;
 }
 
@@ -78,7 +84,34 @@ where
     C: EnqueueConn<'c>,
     P: Serialize + ?Sized,
 {
+    enqueue_ordered(conn, workflow, key, None, payload).await
+}
+
+/// [`enqueue`] with an ordering key: rows with the same ordering key (across workflows) are
+/// delivered one at a time, in enqueue (id) order; an earlier row that is retrying holds the
+/// group, and one that is dead blocks it until it is retried or released (`ferry release`).
+/// `None` is an unordered row, exactly as [`enqueue`].
+///
+/// Order is the order of ids among committed rows: two transactions enqueueing into one group
+/// at the same time should be serialized by the caller (they usually are, by the lock on the
+/// business row they both change), or a later-committing lower id can be claimed after a higher
+/// one already was.
+///
+/// # Errors
+/// As [`enqueue`]; also an ordering key that is empty or over 500 bytes.
+pub async fn enqueue_ordered<'c, C, P>(
+    conn: C,
+    workflow: &'c str,
+    key: &'c str,
+    ordering_key: Option<&'c str>,
+    payload: &P,
+) -> Result<Enqueued, StoreError>
+where
+    C: EnqueueConn<'c>,
+    P: Serialize + ?Sized,
+{
     check_names(workflow, key)?;
+    check_ordering_key(ordering_key)?;
     let text = serde_json::to_string(payload)
         .map_err(|e| StoreError::InvalidIntent(format!("payload is not JSON-serializable: {e}")))?;
     if text.len() > MAX_PAYLOAD_BYTES {
@@ -87,7 +120,7 @@ where
             text.len()
         )));
     }
-    conn.insert_intent(workflow, key, text).await
+    conn.insert_intent(workflow, key, ordering_key, text).await
 }
 
 /// Add many intents of one workflow in one statement (PostgreSQL) or one loop of prepared
@@ -105,9 +138,28 @@ where
     C: EnqueueConn<'c>,
     P: Serialize,
 {
+    let items: Vec<(&str, Option<&str>, &P)> = items.iter().map(|(k, p)| (*k, None, *p)).collect();
+    enqueue_many_ordered(conn, workflow, &items).await
+}
+
+/// [`enqueue_many`] with an ordering key per item (see [`enqueue_ordered`]); items of one group
+/// get ids, and so are delivered, in the order given.
+///
+/// # Errors
+/// As [`enqueue_ordered`], for the first offending item.
+pub async fn enqueue_many_ordered<'c, C, P>(
+    conn: C,
+    workflow: &'c str,
+    items: &[(&str, Option<&str>, &P)],
+) -> Result<Vec<Enqueued>, StoreError>
+where
+    C: EnqueueConn<'c>,
+    P: Serialize,
+{
     let mut rows = Vec::with_capacity(items.len());
-    for (key, payload) in items {
+    for (key, ordering_key, payload) in items {
         check_names(workflow, key)?;
+        check_ordering_key(*ordering_key)?;
         let text = serde_json::to_string(payload).map_err(|e| {
             StoreError::InvalidIntent(format!(
                 "payload of {workflow}/{key} is not JSON-serializable: {e}"
@@ -119,12 +171,21 @@ where
                 text.len()
             )));
         }
-        rows.push((key.to_string(), text));
+        rows.push((key.to_string(), ordering_key.map(str::to_string), text));
     }
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     conn.insert_intents(workflow, rows).await
+}
+
+fn check_ordering_key(ordering_key: Option<&str>) -> Result<(), StoreError> {
+    match ordering_key {
+        Some(g) if g.is_empty() || g.len() > 500 => Err(StoreError::InvalidIntent(
+            "ordering key must be 1 to 500 bytes (or none)".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_names(workflow: &str, key: &str) -> Result<(), StoreError> {
@@ -141,34 +202,28 @@ fn check_names(workflow: &str, key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn parse_state(s: &str) -> Result<State, StoreError> {
-    s.parse()
-        .map_err(|e: super::state::UnknownState| StoreError::InvalidIntent(e.to_string()))
-}
-
 impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
     fn insert_intent(
         self,
         workflow: &'c str,
         key: &'c str,
+        ordering_key: Option<&'c str>,
         payload: String,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>> {
         Box::pin(async move {
             // ON CONFLICT DO NOTHING waits for a concurrent uncommitted insert of the same key and
             // then yields nothing; the SELECT below then sees the committed row.
-            let inserted = sqlx::query(
-                "INSERT INTO ferry_outbox (workflow, key, payload) VALUES ($1, $2, $3::jsonb) \
-                 ON CONFLICT (workflow, key) DO NOTHING RETURNING id",
-            )
-            .bind(workflow)
-            .bind(key)
-            .bind(&payload)
-            // Read to completion (not fetch_optional): the statement's commit, when it runs in
-            // autocommit, happens as it finishes, and its error must reach the caller.
-            .fetch_all(&mut *self)
-            .await?
-            .into_iter()
-            .next();
+            let inserted = sqlx::query(sql::postgres::ENQUEUE)
+                .bind(workflow)
+                .bind(key)
+                .bind(&payload)
+                .bind(ordering_key)
+                // Read to completion (not fetch_optional): the statement's commit, when it runs in
+                // autocommit, happens as it finishes, and its error must reach the caller.
+                .fetch_all(&mut *self)
+                .await?
+                .into_iter()
+                .next();
             if let Some(row) = inserted {
                 return Ok(Enqueued {
                     id: row.try_get(0)?,
@@ -176,16 +231,15 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
                     state: State::Pending,
                 });
             }
-            let row =
-                sqlx::query("SELECT id, state FROM ferry_outbox WHERE workflow = $1 AND key = $2")
-                    .bind(workflow)
-                    .bind(key)
-                    .fetch_one(&mut *self)
-                    .await?;
+            let (id, state): (i64, State) = sqlx::query_as(sql::postgres::FIND_INTENT)
+                .bind(workflow)
+                .bind(key)
+                .fetch_one(&mut *self)
+                .await?;
             Ok(Enqueued {
-                id: row.try_get(0)?,
+                id,
                 created: false,
-                state: parse_state(row.try_get(1)?)?,
+                state,
             })
         })
     }
@@ -193,20 +247,24 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
     fn insert_intents(
         self,
         workflow: &'c str,
-        rows: Vec<(String, String)>,
+        rows: Vec<IntentRow>,
     ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>> {
         Box::pin(async move {
-            let (keys, payloads): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
-            let inserted: Vec<(i64, String)> = sqlx::query_as(
-                "INSERT INTO ferry_outbox (workflow, key, payload) \
-                 SELECT $1, k, p::jsonb FROM UNNEST($2::text[], $3::text[]) AS t(k, p) \
-                 ON CONFLICT (workflow, key) DO NOTHING RETURNING id, key",
-            )
-            .bind(workflow)
-            .bind(&keys)
-            .bind(&payloads)
-            .fetch_all(&mut *self)
-            .await?;
+            let mut keys = Vec::with_capacity(rows.len());
+            let mut groups = Vec::with_capacity(rows.len());
+            let mut payloads = Vec::with_capacity(rows.len());
+            for (k, g, p) in rows {
+                keys.push(k);
+                groups.push(g);
+                payloads.push(p);
+            }
+            let inserted: Vec<(i64, String)> = sqlx::query_as(sql::postgres::ENQUEUE_MANY)
+                .bind(workflow)
+                .bind(&keys)
+                .bind(&payloads)
+                .bind(&groups)
+                .fetch_all(&mut *self)
+                .await?;
             let mut found: std::collections::HashMap<String, Enqueued> = inserted
                 .into_iter()
                 .map(|(id, k)| {
@@ -223,20 +281,19 @@ impl<'c> EnqueueConn<'c> for &'c mut PgConnection {
             if found.len() < keys.len() {
                 let missing: Vec<&String> =
                     keys.iter().filter(|k| !found.contains_key(*k)).collect();
-                let existing: Vec<(i64, String, String)> = sqlx::query_as(
-                    "SELECT id, key, state FROM ferry_outbox WHERE workflow = $1 AND key = ANY($2)",
-                )
-                .bind(workflow)
-                .bind(&missing)
-                .fetch_all(&mut *self)
-                .await?;
+                let existing: Vec<(i64, String, State)> =
+                    sqlx::query_as(sql::postgres::FIND_INTENTS)
+                        .bind(workflow)
+                        .bind(&missing)
+                        .fetch_all(&mut *self)
+                        .await?;
                 for (id, k, st) in existing {
                     found.insert(
                         k,
                         Enqueued {
                             id,
                             created: false,
-                            state: parse_state(&st)?,
+                            state: st,
                         },
                     );
                 }
@@ -257,22 +314,25 @@ impl<'c> EnqueueConn<'c> for &'c mut SqliteConnection {
         self,
         workflow: &'c str,
         key: &'c str,
+        ordering_key: Option<&'c str>,
         payload: String,
     ) -> BoxFut<'c, Result<Enqueued, StoreError>> {
-        Box::pin(async move { sqlite_insert(self, workflow, key, &payload).await })
+        Box::pin(async move { sqlite_insert(self, workflow, key, ordering_key, &payload).await })
     }
 
     fn insert_intents(
         self,
         workflow: &'c str,
-        rows: Vec<(String, String)>,
+        rows: Vec<IntentRow>,
     ) -> BoxFut<'c, Result<Vec<Enqueued>, StoreError>> {
         // SQLite runs in-process: a prepared statement per row inside the caller's transaction
         // costs microseconds, so one loop is as fast as a multi-row statement and simpler.
         Box::pin(async move {
             let mut out = Vec::with_capacity(rows.len());
-            for (key, payload) in &rows {
-                out.push(sqlite_insert(&mut *self, workflow, key, payload).await?);
+            for (key, group, payload) in &rows {
+                out.push(
+                    sqlite_insert(&mut *self, workflow, key, group.as_deref(), payload).await?,
+                );
             }
             Ok(out)
         })
@@ -283,22 +343,21 @@ async fn sqlite_insert(
     conn: &mut SqliteConnection,
     workflow: &str,
     key: &str,
+    ordering_key: Option<&str>,
     payload: &str,
 ) -> Result<Enqueued, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO ferry_outbox (workflow, key, payload) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (workflow, key) DO NOTHING RETURNING id",
-    )
-    .bind(workflow)
-    .bind(key)
-    .bind(payload)
-    // Read to completion: outside a transaction SQLite commits when the statement finishes, and
-    // fetch_optional would stop after the RETURNING row and lose a failed commit (disk full)
-    // while reporting the intent as stored.
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .next();
+    let inserted = sqlx::query(sql::sqlite::ENQUEUE)
+        .bind(workflow)
+        .bind(key)
+        .bind(payload)
+        .bind(ordering_key)
+        // Read to completion: outside a transaction SQLite commits when the statement finishes, and
+        // fetch_optional would stop after the RETURNING row and lose a failed commit (disk full)
+        // while reporting the intent as stored.
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .next();
     if let Some(row) = inserted {
         return Ok(Enqueued {
             id: row.try_get(0)?,
@@ -306,14 +365,14 @@ async fn sqlite_insert(
             state: State::Pending,
         });
     }
-    let row = sqlx::query("SELECT id, state FROM ferry_outbox WHERE workflow = ?1 AND key = ?2")
+    let (id, state): (i64, State) = sqlx::query_as(sql::sqlite::FIND_INTENT)
         .bind(workflow)
         .bind(key)
         .fetch_one(&mut *conn)
         .await?;
     Ok(Enqueued {
-        id: row.try_get(0)?,
+        id,
         created: false,
-        state: parse_state(row.try_get(1)?)?,
+        state,
     })
 }

@@ -1,18 +1,37 @@
 //! The persisted state machine: the outbox table, enqueue in the caller's transaction, and the
 //! store that claims and completes rows on PostgreSQL or SQLite.
 //!
-//! Everything a relay does to a row goes through [`Store`]: [`Store::claim`] takes due rows (and
-//! rows whose lease expired) in one statement, marking them `sending` under a fresh claim token
-//! and a lease measured on the database's clock; [`Store::complete`] records the outcomes of a
-//! batch in one transaction, and refuses any completion whose token no longer matches (the lease
-//! was lost and someone else owns the row now).
+//! Four layers, each using only the one below it:
+//!
+//! ```text
+//!  Store (this module)           the façade the rest of Ferry calls: typed rows in and out, the
+//!    │                           trivial cases (claim 0, an empty batch), and the operator's
+//!    │                           moves checked against the state machine (state.rs) first
+//!    ▼
+//!  OutboxBackend (store/mod.rs)  the contract: what a backend must provide, each method's
+//!    │                           guarantees in its doc comment; tests/it/contract.rs runs one
+//!    │                           suite of cases against every backend
+//!    ▼
+//!  PgStore, SqliteStore          the backends (store/pg.rs, store/sqlite.rs): pools, transactions,
+//!    │  (store/*.rs)             binding, the wake-up mechanism of each database
+//!    ▼
+//!  sql/postgres/*.sql,           every statement as SQL, one file each, exposed as constants in
+//!  sql/sqlite/*.sql              [`sql`] (the benchmarks EXPLAIN the same text the relay sends)
+//! ```
+//!
+//! [`Store::claim`] takes due rows (and rows whose lease expired) in one statement, marking them
+//! `sending` under a fresh claim token and a lease measured on the database's clock;
+//! [`Store::complete`] records the outcomes of a batch in one transaction, and refuses any
+//! completion whose token no longer matches (the lease was lost and someone else owns the row
+//! now). Rows come back typed: [`State`], [`AttemptOutcome`] and `DateTime<Utc>`, decoded by
+//! sqlx from each backend's columns.
 
 pub mod browse;
 pub mod dynamic;
 mod enqueue;
-mod pg;
-mod sqlite;
+pub mod sql;
 pub mod state;
+pub mod store;
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,36 +41,20 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use enqueue::{enqueue, enqueue_many, EnqueueConn, Enqueued, MAX_PAYLOAD_BYTES};
-pub use state::{Outcome, State};
+pub use enqueue::{
+    enqueue, enqueue_many, enqueue_many_ordered, enqueue_ordered, EnqueueConn, Enqueued,
+    MAX_PAYLOAD_BYTES,
+};
+pub use state::{AttemptOutcome, Outcome, State};
+pub use store::{OutboxBackend, OutboxWaiter, Waiter};
+
+use store::{AnyBackend, PgStore, SqliteStore};
 
 /// Most payload bytes one claim loads. A claim takes due rows in order until the next one would
 /// bring the batch's payloads over this budget (it always takes at least one row), so what a
 /// claim holds in memory is bounded whatever the table holds. Each payload is at most
 /// [`MAX_PAYLOAD_BYTES`], so a claim takes at least four full-size rows.
 pub const CLAIM_PAYLOAD_BUDGET: usize = 4 * MAX_PAYLOAD_BYTES;
-
-/// `last_error` of a row found at claim time with a payload over [`MAX_PAYLOAD_BYTES`] (it was
-/// inserted before the database enforced the limit): it is made dead without being loaded. The
-/// claim passes a format placeholder (`%s`, `%d`) as `bytes` and lets the database fill it in.
-pub(crate) fn oversized_reason(bytes: &str) -> String {
-    format!(
-        "payload is {bytes} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB); not \
-         delivered. Replace the payload with a smaller one and reset the row"
-    )
-}
-
-/// Log a row the claim made dead because its payload is over the limit.
-pub(crate) fn log_oversized(id: i64, workflow: &str, key: &str, bytes: i64) {
-    tracing::error!(
-        outbox.id = id,
-        workflow,
-        key,
-        payload_bytes = bytes,
-        limit = MAX_PAYLOAD_BYTES,
-        "dead: payload over the limit, not loaded nor delivered"
-    );
-}
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A row that left `expected` while an operator's command was acting on it.
+    pub(crate) fn changed_meanwhile(id: i64, state: State) -> StoreError {
+        StoreError::WrongState {
+            id,
+            state,
+            why: "it changed state while the command ran; look again".into(),
+        }
+    }
+
+    /// Whether the database said a table or view does not exist (migrations not applied, or
+    /// the wrong schema): PostgreSQL's `undefined_table`, SQLite's "no such table".
+    pub fn is_missing_table(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        e.code().as_deref() == Some("42P01") || e.message().starts_with("no such table")
+    }
+
     /// Whether the error is the database being unreachable (worth a reconnect with backoff) rather
     /// than a statement the database refused.
     pub fn is_connection(&self) -> bool {
@@ -233,6 +254,27 @@ pub struct Claimed {
     pub created_at: DateTime<Utc>,
 }
 
+impl Claimed {
+    /// The completion that records `outcome` for this row under its claim token (what a
+    /// deliverer's result becomes before [`Store::complete`]).
+    pub fn completion(
+        &self,
+        outcome: Outcome,
+        record: Option<AttemptRecord>,
+        on_done: Option<Arc<OnDoneSql>>,
+    ) -> Completion {
+        Completion {
+            id: self.id,
+            token: self.token,
+            key: self.key.clone(),
+            attempt: self.attempt,
+            outcome,
+            record,
+            on_done,
+        }
+    }
+}
+
 /// What one attempt looked like, for `ferry_attempts`.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
@@ -291,25 +333,84 @@ pub enum Recorded {
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct StatusLine {
     pub workflow: String,
-    pub state: String,
+    pub state: State,
     pub rows: i64,
     pub oldest_due_age_s: f64,
 }
 
-/// A whole outbox row, for `ferry show` and `ferry list`.
+/// One line of the `ferry_blocked` view: an ordering group held by a dead row.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct BlockedGroup {
+    pub ordering_key: String,
+    /// The dead row that holds the group (retry it, or release it with `ferry release`).
+    pub blocking_id: i64,
+    pub workflow: String,
+    pub key: String,
+    /// The dead row's `last_error`.
+    pub reason: Option<String>,
+    /// Rows of the group after it that are not done.
+    pub waiting: i64,
+}
+
+/// What a pause applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseKind {
+    /// One workflow's rows.
+    Workflow,
+    /// The rows of every workflow that sends to the target.
+    Target,
+}
+
+impl PauseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseKind::Workflow => "workflow",
+            PauseKind::Target => "target",
+        }
+    }
+}
+
+/// One line of `ferry_paused`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct PausedLine {
+    /// `workflow` or `target`.
+    pub kind: String,
+    pub name: String,
+    pub paused_by: Option<String>,
+    pub reason: Option<String>,
+    pub paused_at: DateTime<Utc>,
+}
+
+/// A rate limit: at most `requests` per `per`, for the whole deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// The spacing of requests: `per / requests`.
+    pub fn interval(&self) -> Duration {
+        self.per / self.requests.max(1)
+    }
+}
+
+/// A whole outbox row, for `ferry show` and `ferry list`. Timestamps serialise as RFC 3339 UTC.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
     pub workflow: String,
     pub key: String,
-    pub state: String,
+    pub state: State,
     pub attempts: i32,
-    pub due_at: String,
+    /// When the row is due (`pending`, `retry_wait`), or its lease expiry (`sending`).
+    pub due_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub last_status: Option<i32>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub done_at: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub done_at: Option<DateTime<Utc>>,
     pub payload: String,
 }
 
@@ -317,12 +418,22 @@ pub struct OutboxRow {
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct AttemptLine {
     pub attempt: i32,
-    pub started_at: String,
+    pub started_at: DateTime<Utc>,
     pub duration_ms: f64,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub http_status: Option<i32>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+}
+
+impl AttemptLine {
+    /// Whether this attempt's outcome arrived after its relay had lost the row (the lease
+    /// expired, or an operator reset it): kept in the history, but it changed nothing.
+    pub fn is_stale(&self) -> bool {
+        self.error
+            .as_deref()
+            .is_some_and(|e| e.contains(store::STALE_TAG))
+    }
 }
 
 /// Filter for [`Store::list`].
@@ -330,21 +441,27 @@ pub struct AttemptLine {
 pub struct ListFilter {
     pub state: Option<State>,
     pub workflow: Option<String>,
+    /// Most rows; 0 or less means 100.
     pub limit: i64,
 }
 
-// One store per process: the size difference between variants costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone)]
-enum Backend {
-    Postgres(pg::PgStore),
-    Sqlite(sqlite::SqliteStore),
+impl ListFilter {
+    /// The limit a backend applies.
+    pub(crate) fn limit_or_default(&self) -> i64 {
+        if self.limit > 0 {
+            self.limit
+        } else {
+            100
+        }
+    }
 }
 
-/// The outbox on one database. Cheap to clone (pools are shared).
+/// The outbox on one database: the façade the rest of Ferry uses. Cheap to clone (pools are
+/// shared). Each call goes to the backend chosen by the URL, through the [`OutboxBackend`]
+/// contract, whose doc comments state what each call guarantees.
 #[derive(Clone)]
 pub struct Store {
-    backend: Backend,
+    backend: AnyBackend,
     url: DatabaseUrl,
 }
 
@@ -354,15 +471,6 @@ impl fmt::Debug for Store {
     }
 }
 
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match &$self.backend {
-            Backend::Postgres($s) => $e,
-            Backend::Sqlite($s) => $e,
-        }
-    };
-}
-
 impl Store {
     /// Open a pool on the configured database. Does not apply migrations.
     ///
@@ -370,8 +478,8 @@ impl Store {
     /// [`StoreError::Connect`] naming the (redacted) database when it cannot be reached.
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let backend = match &config.url {
-            DatabaseUrl::Postgres(_) => Backend::Postgres(pg::PgStore::open(config).await?),
-            DatabaseUrl::Sqlite(_) => Backend::Sqlite(sqlite::SqliteStore::open(config).await?),
+            DatabaseUrl::Postgres(_) => AnyBackend::Postgres(PgStore::open(config).await?),
+            DatabaseUrl::Sqlite(_) => AnyBackend::Sqlite(SqliteStore::open(config).await?),
         };
         Ok(Store {
             backend,
@@ -392,16 +500,16 @@ impl Store {
     /// `"postgres"` or `"sqlite"`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
-            Backend::Postgres(_) => "postgres",
-            Backend::Sqlite(_) => "sqlite",
+            AnyBackend::Postgres(_) => "postgres",
+            AnyBackend::Sqlite(_) => "sqlite",
         }
     }
 
     /// The PostgreSQL pool, for callers that enqueue in their own transactions.
     pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
         match &self.backend {
-            Backend::Postgres(s) => Some(&s.pool),
-            Backend::Sqlite(_) => None,
+            AnyBackend::Postgres(s) => Some(&s.pool),
+            AnyBackend::Sqlite(_) => None,
         }
     }
 
@@ -409,14 +517,14 @@ impl Store {
     /// relays the moment they commit.
     pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
         match &self.backend {
-            Backend::Sqlite(s) => Some(&s.pool),
-            Backend::Postgres(_) => None,
+            AnyBackend::Sqlite(s) => Some(&s.pool),
+            AnyBackend::Postgres(_) => None,
         }
     }
 
     /// Apply the backend's migrations (idempotent; safe to run from several relays at once).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.migrate().await)
+        self.backend.migrate().await
     }
 
     /// Enqueue on a pooled connection of its own (outside any business transaction). To enqueue
@@ -427,16 +535,20 @@ impl Store {
         key: &str,
         payload: &serde_json::Value,
     ) -> Result<Enqueued, StoreError> {
-        match &self.backend {
-            Backend::Postgres(s) => {
-                let mut conn = s.pool.acquire().await?;
-                enqueue(&mut *conn, workflow, key, payload).await
-            }
-            Backend::Sqlite(s) => {
-                let mut conn = s.pool.acquire().await?;
-                enqueue(&mut *conn, workflow, key, payload).await
-            }
-        }
+        self.backend.enqueue(workflow, key, None, payload).await
+    }
+
+    /// [`Store::enqueue`] into an ordered group (see [`enqueue_ordered`]); `None` is unordered.
+    pub async fn enqueue_ordered(
+        &self,
+        workflow: &str,
+        key: &str,
+        ordering_key: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> Result<Enqueued, StoreError> {
+        self.backend
+            .enqueue(workflow, key, ordering_key, payload)
+            .await
     }
 
     /// Claim up to `limit` due rows: rows in `pending` or `retry_wait` whose `due_at` has passed,
@@ -448,7 +560,8 @@ impl Store {
     /// [`CLAIM_PAYLOAD_BUDGET`] (it takes at least one row), so fewer than `limit` rows may come
     /// back while more are due. A due row whose payload is over [`MAX_PAYLOAD_BYTES`] (inserted
     /// before the database refused such payloads) is made `dead` with the reason instead, in the
-    /// same statement, without its payload being read into memory; it is not returned.
+    /// same statement, without its payload being read into memory; it is not returned. See
+    /// [`OutboxBackend::claim`].
     pub async fn claim(
         &self,
         limit: u32,
@@ -458,19 +571,19 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let token = Uuid::new_v4();
-        dispatch!(self, s => s.claim(limit, lease, skip, token).await)
+        self.backend.claim(limit, lease, skip, Uuid::new_v4()).await
     }
 
     /// Record a batch of outcomes in one transaction. A completion whose claim token no longer
     /// matches the row (lease lost) changes nothing but the attempt history and comes back
     /// [`Recorded::Stale`]; one whose row no longer exists changes nothing at all and comes back
-    /// [`Recorded::Gone`]. The result is in the order of `batch`.
+    /// [`Recorded::Gone`]. The result is in the order of `batch`. See
+    /// [`OutboxBackend::complete`].
     pub async fn complete(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        dispatch!(self, s => s.complete(batch).await)
+        self.backend.complete(batch).await
     }
 
     /// Push the lease of rows this relay still holds `lease` past the database's now. Returns how
@@ -483,116 +596,150 @@ impl Store {
         if held.is_empty() {
             return Ok(0);
         }
-        dispatch!(self, s => s.extend(held, lease).await)
+        self.backend.extend_leases(held, lease).await
     }
 
     /// A waiter that returns when new intents may be due: LISTEN/NOTIFY on PostgreSQL (unless
     /// `listen` is false: connection poolers in transaction mode drop notifications), commit
-    /// hooks and `PRAGMA data_version` on SQLite.
+    /// hooks and `PRAGMA data_version` on SQLite. See [`OutboxWaiter`].
     pub async fn waiter(&self, listen: bool) -> Result<Waiter, StoreError> {
-        Ok(match &self.backend {
-            Backend::Postgres(s) => Waiter::Postgres(s.waiter(listen).await?),
-            Backend::Sqlite(s) => Waiter::Sqlite(s.waiter()),
-        })
+        self.backend.waiter(listen).await
     }
 
     /// Wake this process's idle relays (after an enqueue that bypassed the store's pool).
     pub fn wake(&self) {
-        if let Backend::Sqlite(s) = &self.backend {
-            s.wake.notify_waiters();
-        }
+        self.backend.wake()
     }
 
     /// The `ferry_status` view.
     pub async fn status(&self) -> Result<Vec<StatusLine>, StoreError> {
-        dispatch!(self, s => s.status().await)
+        self.backend.status().await
     }
 
     /// Count of rows per state (all states, `done` included: this reads the whole table).
-    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        dispatch!(self, s => s.count_by_state().await)
+    pub async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
+        self.backend.count_by_state().await
     }
 
     /// One row by id.
     pub async fn get(&self, id: i64) -> Result<OutboxRow, StoreError> {
-        dispatch!(self, s => s.get(id).await)?.ok_or(StoreError::NotFound(id))
+        self.backend.get(id).await?.ok_or(StoreError::NotFound(id))
     }
 
     /// One row by workflow and key.
     pub async fn find(&self, workflow: &str, key: &str) -> Result<Option<OutboxRow>, StoreError> {
-        dispatch!(self, s => s.find(workflow, key).await)
+        self.backend.find(workflow, key).await
     }
 
     /// A row's attempt history, oldest first.
     pub async fn attempts(&self, id: i64) -> Result<Vec<AttemptLine>, StoreError> {
-        dispatch!(self, s => s.attempts(id).await)
+        self.backend.attempts(id).await
     }
 
     /// Rows matching a filter, newest first.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<OutboxRow>, StoreError> {
-        dispatch!(self, s => s.list(filter).await)
+        self.backend.list(filter).await
     }
 
     /// Operator reset (the same as `UPDATE ferry_outbox SET state = 'pending' WHERE id = …`):
-    /// allowed on `dead`, `retry_wait` and `sending` rows.
+    /// allowed on `dead`, `retry_wait` and `sending` rows (the operator's moves to `pending` in
+    /// [`state::TRANSITIONS`]); a `pending` row is left as it is.
     pub async fn reset(&self, id: i64) -> Result<(), StoreError> {
-        let row = self.get(id).await?;
-        let state: State = row
-            .state
-            .parse()
-            .map_err(|e: state::UnknownState| StoreError::InvalidIntent(e.to_string()))?;
+        let state = self.get(id).await?.state;
         if state == State::Pending {
             return Ok(());
         }
-        if !state.can_move_to(State::Pending) {
+        if !state.can_move_by(State::Pending, state::Actor::Operator) {
             return Err(StoreError::WrongState {
                 id,
                 state,
                 why: "only dead, retry_wait or sending rows can be retried".into(),
             });
         }
-        dispatch!(self, s => s.set_state(id, state, State::Pending, None).await)
+        self.backend
+            .set_state(id, state, State::Pending, None)
+            .await
+    }
+
+    /// Release a dead row from holding its ordering group (see [`OutboxBackend::release`]).
+    pub async fn release(&self, id: i64, by: &str, reason: &str) -> Result<(), StoreError> {
+        self.backend.release(id, by, reason).await
+    }
+
+    /// Ordering groups held by a dead row (`ferry_blocked`).
+    pub async fn blocked(&self) -> Result<Vec<BlockedGroup>, StoreError> {
+        self.backend.blocked().await
+    }
+
+    /// Pause a workflow or a target for every relay.
+    pub async fn pause(
+        &self,
+        kind: PauseKind,
+        name: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.backend.pause(kind, name, by, reason).await
+    }
+
+    /// Resume a workflow or a target; returns whether it was paused.
+    pub async fn resume(&self, kind: PauseKind, name: &str) -> Result<bool, StoreError> {
+        self.backend.resume(kind, name).await
+    }
+
+    /// Everything paused.
+    pub async fn paused(&self) -> Result<Vec<PausedLine>, StoreError> {
+        self.backend.paused().await
+    }
+
+    /// Take one request of a target's deployment-wide rate limit (see
+    /// [`OutboxBackend::rate_take`]): `None` allowed, `Some(wait)` ask again after `wait`.
+    pub async fn rate_take(
+        &self,
+        target: &str,
+        limit: RateLimit,
+    ) -> Result<Option<Duration>, StoreError> {
+        self.backend.rate_take(target, limit).await
     }
 
     /// Reset every dead row (of one workflow, if given). Returns how many.
     pub async fn reset_dead(&self, workflow: Option<&str>) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.reset_dead(workflow).await)
+        self.backend.reset_dead(workflow).await
     }
 
-    /// Operator cancel: a `pending` or `retry_wait` row becomes `dead` with the reason.
+    /// Operator cancel: a `pending` or `retry_wait` row becomes `dead` with the reason (the
+    /// operator's moves to `dead` in [`state::TRANSITIONS`]).
     pub async fn cancel(&self, id: i64, reason: &str) -> Result<(), StoreError> {
-        let row = self.get(id).await?;
-        let state: State = row
-            .state
-            .parse()
-            .map_err(|e: state::UnknownState| StoreError::InvalidIntent(e.to_string()))?;
-        if !matches!(state, State::Pending | State::RetryWait) {
+        let state = self.get(id).await?.state;
+        if !state.can_move_by(State::Dead, state::Actor::Operator) {
             return Err(StoreError::WrongState {
                 id,
                 state,
                 why: "only pending or retry_wait rows can be cancelled".into(),
             });
         }
-        dispatch!(self, s => s.set_state(id, state, State::Dead, Some(reason)).await)
+        self.backend
+            .set_state(id, state, State::Dead, Some(reason))
+            .await
     }
 
     /// Run a statement with no parameters (used by tests and the demo for example schemas).
     pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
-        dispatch!(self, s => s.execute_script(sql).await)
+        self.backend.execute_script(sql).await
     }
 
     /// Delete `done` rows finished more than `older_than` ago (their attempts go with them, by
     /// the database's delete trigger), in batches so no statement holds locks for long. Returns
     /// how many rows.
     pub async fn prune_done(&self, older_than: Duration) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.prune_done(older_than).await)
+        self.backend.prune_done(older_than).await
     }
 
     /// Delete attempt rows whose outbox row no longer exists: rows deleted by versions before
     /// the delete trigger (migration 0002), or with triggers disabled. Walks `ferry_attempts`
     /// in ranges of ids, one short statement each. Returns how many attempt rows.
     pub async fn sweep_orphan_attempts(&self) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.sweep_orphan_attempts().await)
+        self.backend.sweep_orphan_attempts().await
     }
 
     /// Take the tick `tick` of cron job `job` for this relay: true if no relay took it before.
@@ -602,7 +749,7 @@ impl Store {
         tick: DateTime<Utc>,
         relay: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.claim_cron_tick(job, tick, relay).await)
+        self.backend.claim_cron_tick(job, tick, relay).await
     }
 
     /// Run SQL from a workflow file with named parameters (`:key`, `:limit`), rows by column name.
@@ -611,47 +758,23 @@ impl Store {
         sql: &str,
         params: &[(&str, dynamic::SqlValue)],
     ) -> Result<Vec<dynamic::NamedRow>, StoreError> {
-        Ok(match &self.backend {
-            Backend::Postgres(s) => dynamic::fetch_pg(&s.pool, sql, params).await?,
-            Backend::Sqlite(s) => dynamic::fetch_sqlite(&s.pool, sql, params).await?,
-        })
+        self.backend.fetch_named(sql, params).await
     }
 
     /// Is the database reachable right now?
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping().await)
+        self.backend.ping().await
     }
 
     /// Close the pool.
     pub async fn close(&self) {
-        dispatch!(self, s => s.close().await)
+        self.backend.close().await
     }
 }
 
-/// Waits for a sign that new rows may be due. See [`Store::waiter`].
-#[allow(clippy::large_enum_variant)]
-pub enum Waiter {
-    Postgres(pg::PgWaiter),
-    Sqlite(sqlite::SqliteWaiter),
-}
-
-impl Waiter {
-    /// Return when woken or after `timeout`, whichever comes first. Returns `true` if woken.
-    pub async fn wait(&mut self, timeout: Duration) -> bool {
-        match self {
-            Waiter::Postgres(w) => w.wait(timeout).await,
-            Waiter::Sqlite(w) => w.wait(timeout).await,
-        }
-    }
-
-    /// Close the waiter's own connection now rather than whenever it is dropped (a dropped
-    /// SQLite connection lets go of the database file later, on its worker thread).
-    pub async fn close(self) {
-        match self {
-            Waiter::Postgres(w) => w.close().await,
-            Waiter::Sqlite(w) => w.close().await,
-        }
-    }
+/// A time as Ferry shows it to people (and as SQLite stores it): `YYYY-MM-DDTHH:MM:SS.SSSZ`, UTC.
+pub fn time_text(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// Truncate `s` to at most `max` bytes on a char boundary, marking the cut.

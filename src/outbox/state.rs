@@ -22,7 +22,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// The persisted state of an outbox row (column `ferry_outbox.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Read from and written to the database as its name ([`State::as_str`]) in a TEXT column, on
+/// either backend; serialised as the same snake_case name.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum State {
     /// Committed, waiting for its first attempt.
     Pending,
@@ -61,6 +67,14 @@ impl State {
     /// except `sending -> sending`, the take-over of an expired lease).
     pub fn can_move_to(self, to: State) -> bool {
         TRANSITIONS.iter().any(|t| t.from == self && t.to == to)
+    }
+
+    /// Whether `self -> to` is a move `by` may make (an operator's cancel or reset, or a relay's
+    /// claim or outcome).
+    pub fn can_move_by(self, to: State, by: Actor) -> bool {
+        TRANSITIONS
+            .iter()
+            .any(|t| t.from == self && t.to == to && t.by == by)
     }
 }
 
@@ -176,15 +190,124 @@ impl Outcome {
     }
 
     /// The value of `ferry_attempts.outcome` for an attempt with this result.
-    pub fn attempt_label(&self) -> &'static str {
+    pub fn attempt_outcome(&self) -> AttemptOutcome {
         match self {
-            Outcome::Done => "done",
-            Outcome::Retry { .. } | Outcome::Release { .. } => "retry",
-            Outcome::Dead { .. } => "dead",
-            Outcome::Aborted { .. } => "aborted",
+            Outcome::Done => AttemptOutcome::Done,
+            Outcome::Retry { .. } | Outcome::Release { .. } => AttemptOutcome::Retry,
+            Outcome::Dead { .. } => AttemptOutcome::Dead,
+            Outcome::Aborted { .. } => AttemptOutcome::Aborted,
+        }
+    }
+
+    /// [`Outcome::attempt_outcome`] by name (the `outcome` label of the attempt metrics).
+    pub fn attempt_label(&self) -> &'static str {
+        self.attempt_outcome().as_str()
+    }
+}
+
+/// How one attempt ended, as recorded in `ferry_attempts.outcome` (a CHECK constraint in the
+/// migrations lists the same names).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The target accepted the document (the row went `done`).
+    Done,
+    /// A retryable failure (the row went `retry_wait`).
+    Retry,
+    /// Failed for good (the row went `dead`), or delivered but its on-done SQL failed.
+    Dead,
+    /// The request was cut off when the relay's shutdown grace period ended.
+    Aborted,
+}
+
+impl AttemptOutcome {
+    /// Every outcome.
+    pub const ALL: [AttemptOutcome; 4] = [
+        AttemptOutcome::Done,
+        AttemptOutcome::Retry,
+        AttemptOutcome::Dead,
+        AttemptOutcome::Aborted,
+    ];
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Done => "done",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Dead => "dead",
+            AttemptOutcome::Aborted => "aborted",
         }
     }
 }
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An attempt outcome name that is not one of [`AttemptOutcome::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown attempt outcome '{0}' (expected one of done, retry, dead, aborted)")]
+pub struct UnknownOutcome(pub String);
+
+impl FromStr for AttemptOutcome {
+    type Err = UnknownOutcome;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttemptOutcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| UnknownOutcome(s.to_string()))
+    }
+}
+
+/// `sqlx` encoding of a name enum as TEXT, for every database whose `&str` is TEXT (both
+/// backends): decoding reads the text and parses it, so an unknown name is a decode error that
+/// names it, never a silently wrong value.
+macro_rules! sqlx_text_enum {
+    ($ty:ty) => {
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $ty
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $ty
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&'r str as sqlx::Decode<'r, DB>>::decode(value)?.parse::<$ty>()?)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $ty
+        where
+            &'q str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&'q str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
+            }
+        }
+    };
+}
+
+sqlx_text_enum!(State);
+sqlx_text_enum!(AttemptOutcome);
 
 #[cfg(test)]
 mod tests {
@@ -196,6 +319,44 @@ mod tests {
             assert_eq!(s.as_str().parse::<State>().unwrap(), s);
         }
         assert!("paused".parse::<State>().is_err());
+        for o in AttemptOutcome::ALL {
+            assert_eq!(o.as_str().parse::<AttemptOutcome>().unwrap(), o);
+        }
+        assert!("stale".parse::<AttemptOutcome>().is_err());
+    }
+
+    #[test]
+    fn names_serialise_as_stored() {
+        for s in State::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for o in AttemptOutcome::ALL {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+    }
+
+    /// The CHECK constraint on `ferry_attempts.outcome` (its latest form) lists exactly
+    /// [`AttemptOutcome::ALL`].
+    #[test]
+    fn attempt_outcomes_match_migrations() {
+        let mut expected: Vec<String> = AttemptOutcome::ALL
+            .iter()
+            .map(|o| format!("'{o}'"))
+            .collect();
+        expected.sort();
+        for sql in [
+            include_str!("../../migrations/postgres/0002_guards.sql"),
+            include_str!("../../migrations/sqlite/0002_guards.sql"),
+        ] {
+            let start = sql.rfind("outcome IN (").expect("outcome check") + "outcome IN (".len();
+            let end = start + sql[start..].find(')').unwrap();
+            let mut listed: Vec<String> = sql[start..end]
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect();
+            listed.sort();
+            assert_eq!(listed, expected);
+        }
     }
 
     #[test]

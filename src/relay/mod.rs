@@ -61,6 +61,27 @@ tokio::task_local! {
     /// off at the end of the shutdown grace period is recorded as an `aborted` attempt only when
     /// its request may have reached the target.
     static PHASE: Arc<AtomicU8>;
+
+    /// Set by the relay on each delivery task: the workflows paused by an operator as last seen
+    /// (see [`is_paused`]).
+    static PAUSED: Arc<std::sync::RwLock<Vec<String>>>;
+}
+
+/// How often a relay reads `ferry_paused` at most.
+pub const PAUSE_REFRESH: Duration = Duration::from_millis(500);
+
+/// Whether an operator paused `workflow` (directly or through its target), as the relay running
+/// this delivery last read it (at most [`PAUSE_REFRESH`] ago). A deliverer asks after waiting
+/// and before sending, and hands a paused row back with [`Outcome::Release`] (no attempt
+/// spent). Outside a relay's delivery task: false.
+pub fn is_paused(workflow: &str) -> bool {
+    PAUSED
+        .try_with(|p| {
+            p.read()
+                .map(|p| p.iter().any(|w| w == workflow))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
 }
 
 const PHASE_UNKNOWN: u8 = 0;
@@ -114,6 +135,11 @@ pub trait Deliver: Send + Sync + 'static {
 
     /// Workflows whose rows should not be claimed right now (their target is known down).
     fn paused(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The workflows that send to `target` (for `ferry pause --target`).
+    fn workflows_of_target(&self, _target: &str) -> Vec<String> {
         Vec::new()
     }
 
@@ -250,9 +276,53 @@ pub struct Relay<D: Deliver> {
     config: RelayConfig,
     stats: Arc<RelayStats>,
     observer: Option<Arc<dyn RelayObserver>>,
+    /// Workflows paused by an operator (`ferry_paused`), and when they were read.
+    pause: Arc<std::sync::RwLock<Vec<String>>>,
+    pause_read: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl<D: Deliver> Relay<D> {
+    /// The claim's skip list: the deliverer's own (targets known down, unconfigured workflows)
+    /// and the workflows an operator paused, read from the database at most every
+    /// [`PAUSE_REFRESH`]. A failed read keeps the last set.
+    async fn skip_list(&self) -> Vec<String> {
+        let stale = self
+            .pause_read
+            .lock()
+            .expect("pause lock")
+            .is_none_or(|at| at.elapsed() >= PAUSE_REFRESH);
+        if stale {
+            match self.store.paused().await {
+                Ok(lines) => {
+                    let mut set: Vec<String> = Vec::new();
+                    for l in lines {
+                        if l.kind == "target" {
+                            set.extend(self.deliver.workflows_of_target(&l.name));
+                        } else {
+                            set.push(l.name);
+                        }
+                    }
+                    set.sort();
+                    set.dedup();
+                    *self.pause.write().expect("pause lock") = set;
+                    *self.pause_read.lock().expect("pause lock") =
+                        Some(tokio::time::Instant::now());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading ferry_paused failed; keeping the last set")
+                }
+            }
+        }
+        let mut skip = self.deliver.paused();
+        skip.extend(self.pause.read().expect("pause lock").iter().cloned());
+        skip
+    }
+
+    /// Whether anything is paused by an operator (as last read).
+    fn any_paused(&self) -> bool {
+        !self.pause.read().expect("pause lock").is_empty()
+    }
+
     pub fn new(store: Store, deliver: Arc<D>, config: RelayConfig) -> Self {
         Relay {
             store,
@@ -260,6 +330,8 @@ impl<D: Deliver> Relay<D> {
             config,
             stats: Arc::new(RelayStats::default()),
             observer: None,
+            pause: Arc::default(),
+            pause_read: Mutex::new(None),
         }
     }
 
@@ -288,7 +360,11 @@ impl<D: Deliver> Relay<D> {
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
         let rows = self
             .store
-            .claim(self.config.batch_size, self.lease(), &self.deliver.paused())
+            .claim(
+                self.config.batch_size,
+                self.lease(),
+                &self.skip_list().await,
+            )
             .await?;
         let mut report = TickReport {
             claimed: rows.len(),
@@ -301,9 +377,12 @@ impl<D: Deliver> Relay<D> {
             .claimed
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         let deliver = &self.deliver;
+        let pause = &self.pause;
         let finished: Vec<(RowInfo, Completion)> = futures_util::stream::iter(rows)
             .map(|row| async move {
-                let d = deliver.deliver(&row).await;
+                let d = PAUSED
+                    .scope(pause.clone(), deliver_unless_paused(&**deliver, &row))
+                    .await;
                 (RowInfo::of(&row), completion(&row, d))
             })
             .buffer_unordered(self.config.concurrency.max(1))
@@ -425,7 +504,7 @@ impl<D: Deliver> Relay<D> {
             let want = (free as u32).min(self.config.batch_size);
             // A claim cut off by shutdown may have committed: its rows stay `sending` under
             // their lease and are taken up again when it expires. Nothing is lost.
-            let paused = self.deliver.paused();
+            let paused = self.skip_list().await;
             let claimed = tokio::select! {
                 c = self.store.claim(want, lease, &paused) => c,
                 _ = shutdown.cancelled() => break,
@@ -487,23 +566,34 @@ impl<D: Deliver> Relay<D> {
                 let deliver = self.deliver.clone();
                 let tx = done_tx.clone();
                 let held = held.clone();
-                tasks.spawn(PHASE.scope(phase, async move {
-                    let d = deliver.deliver(&row).await;
-                    if let Some(h) = held.lock().expect("held lock").get_mut(&row.id) {
-                        h.delivered = true;
-                    }
-                    let _ = tx.send(Finished {
-                        info: RowInfo::of(&row),
-                        completion: completion(&row, d),
-                        _slot: permit,
-                    });
-                }));
+                let pause = self.pause.clone();
+                tasks.spawn(PHASE.scope(
+                    phase,
+                    PAUSED.scope(pause, async move {
+                        let d = deliver_unless_paused(&*deliver, &row).await;
+                        if let Some(h) = held.lock().expect("held lock").get_mut(&row.id) {
+                            h.delivered = true;
+                        }
+                        let _ = tx.send(Finished {
+                            info: RowInfo::of(&row),
+                            completion: completion(&row, d),
+                            _slot: permit,
+                        });
+                    }),
+                ));
             }
             if drained {
                 // Nothing more is due right now: sleep until woken or the poll interval passes.
                 let w = waiter.as_mut().expect("set above");
+                // While something is paused, look again soon: a resume is seen within about
+                // PAUSE_REFRESH even when its wake-up came before the paused set was re-read.
+                let wait = if self.any_paused() {
+                    self.config.poll_interval.min(PAUSE_REFRESH)
+                } else {
+                    self.config.poll_interval
+                };
                 tokio::select! {
-                    _ = w.wait(self.config.poll_interval) => {}
+                    _ = w.wait(wait) => {}
                     _ = shutdown.cancelled() => break,
                 }
             }
@@ -513,8 +603,9 @@ impl<D: Deliver> Relay<D> {
         let grace = self.config.shutdown_grace;
         let now = tokio::time::Instant::now();
         let deadline = now.checked_add(grace).unwrap_or(now + FAR);
-        // Deliveries may use the grace period but a reserve kept for recording what they did.
-        let reserve = (grace / 4).min(Duration::from_secs(2));
+        // Deliveries get half the grace period (all of it but 2 s when it is long); the rest is
+        // for recording what they did.
+        let reserve = (grace / 2).min(Duration::from_secs(2));
         let deliveries_end = deadline.checked_sub(reserve).unwrap_or(now);
         tracing::info!(
             in_flight = tasks.len(),
@@ -676,16 +767,18 @@ struct Finished {
     _slot: OwnedSemaphorePermit,
 }
 
+/// Deliver a row, or hand it back (no attempt spent) if its workflow was paused since the claim.
+async fn deliver_unless_paused<D: Deliver>(deliver: &D, row: &Claimed) -> Delivery {
+    if is_paused(&row.workflow) {
+        return Delivery::without_attempt(Outcome::Release {
+            after: Duration::ZERO,
+        });
+    }
+    deliver.deliver(row).await
+}
+
 fn completion(row: &Claimed, d: Delivery) -> Completion {
-    let c = Completion {
-        id: row.id,
-        token: row.token,
-        key: row.key.clone(),
-        attempt: row.attempt,
-        outcome: d.outcome,
-        record: d.record,
-        on_done: d.on_done,
-    };
+    let c = row.completion(d.outcome, d.record, d.on_done);
     log_delivery(row, &c, d.code.as_deref());
     c
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServiceError;
 use crate::delivery::HttpDeliverer;
 use crate::ops::{Metrics, MetricsObserver};
-use crate::outbox::Store;
+use crate::outbox::{State, Store};
 use crate::relay::{Deliver, Relay, RelayConfig, RelayStats, TickReport};
 use crate::workflow::Registry;
 
@@ -137,7 +137,7 @@ pub struct DaemonOptions {
     /// The operator console at `/` of the same address; `None` serves none.
     pub console: Option<crate::console::ConsoleOptions>,
     /// The prune job's schedule and what it keeps.
-    pub prune: cron::Schedule,
+    pub prune: crate::cron::Schedule,
     pub retention: Duration,
     /// Names this relay in `ferry_cron` (which relay ran a tick).
     pub relay_id: String,
@@ -314,12 +314,25 @@ async fn refresh_gauges(
                 metrics.set_rows(&rows);
                 let ages: Vec<(String, f64)> = lines
                     .iter()
-                    .filter(|l| l.state == "pending" || l.state == "retry_wait")
+                    .filter(|l| matches!(l.state, State::Pending | State::RetryWait))
                     .map(|l| (l.workflow.clone(), l.oldest_due_age_s))
                     .collect();
                 metrics.set_oldest_due_age(&ages);
             }
             Err(e) => tracing::debug!(error = %e, "gauge refresh failed"),
+        }
+        match store.blocked().await {
+            Ok(groups) => metrics.set_blocked_groups(groups.len() as i64),
+            Err(e) => tracing::debug!(error = %e, "blocked-groups gauge refresh failed"),
+        }
+        match store.paused().await {
+            Ok(lines) => metrics.set_paused(
+                &lines
+                    .into_iter()
+                    .map(|l| (l.kind, l.name))
+                    .collect::<Vec<_>>(),
+            ),
+            Err(e) => tracing::debug!(error = %e, "paused gauge refresh failed"),
         }
         let errors = stats
             .store_errors

@@ -19,7 +19,8 @@ use crate::outbox::browse::{
     ActionLine, ActionRecord, CodePath, Cursor, MinuteCount, Page, RowQuery, TextMatch,
 };
 use crate::outbox::{
-    AttemptLine, Enqueued, ListFilter, OutboxRow, State, StatusLine, Store, StoreError,
+    AttemptLine, BlockedGroup, Enqueued, ListFilter, OutboxRow, PauseKind, PausedLine, State,
+    StatusLine, Store, StoreError,
 };
 use crate::workflow::WorkflowSummary;
 
@@ -243,12 +244,14 @@ pub struct TargetLine {
     pub circuit: Option<&'static str>,
 }
 
-/// What holds rows back besides their due time. Each is `None` until the feature that makes it
-/// exists: pausing workflows, ordering groups blocked behind a dead row, and rows held for a
-/// target's login come with later work and fill these in.
+/// What holds rows back besides their due time. A `None` is something this version does not
+/// track yet (rows held for a target's login); the page says so.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Holds {
+    /// Paused workflows and targets (`ferry pause`), as `workflow:<name>` / `target:<name>`.
     pub paused_workflows: Option<Vec<String>>,
+    /// Ordering groups held by a dead row (`ferry_blocked`; `ferry release` or a retry frees
+    /// them).
     pub blocked_groups: Option<i64>,
     pub login_held: Option<i64>,
 }
@@ -330,7 +333,7 @@ impl Operator {
         for (workflow, done) in self.store.done_totals().await? {
             lines.push(StatusLine {
                 workflow,
-                state: State::Done.as_str().into(),
+                state: State::Done,
                 rows: done,
                 oldest_due_age_s: 0.0,
             });
@@ -398,7 +401,7 @@ impl Operator {
                 "dead" => c.dead = l.rows,
                 _ => {}
             }
-            if l.state == "pending" || l.state == "retry_wait" {
+            if matches!(l.state, State::Pending | State::RetryWait) {
                 c.lag_s = c.lag_s.max(l.oldest_due_age_s);
             }
         }
@@ -459,7 +462,18 @@ impl Operator {
             throughput: self.store.minute_counts(minutes, None).await?,
             throughput_minutes: minutes,
             relay: metrics.is_some(),
-            holds: Holds::default(),
+            holds: Holds {
+                paused_workflows: Some(
+                    self.store
+                        .paused()
+                        .await?
+                        .into_iter()
+                        .map(|p| format!("{}:{}", p.kind, p.name))
+                        .collect(),
+                ),
+                blocked_groups: Some(self.store.blocked().await?.len() as i64),
+                login_held: None,
+            },
         })
     }
 
@@ -521,7 +535,7 @@ impl Operator {
                 let payload: serde_json::Value = serde_json::from_str(&row.payload).ok()?;
                 crate::documents::document_code(&payload, path)
             });
-        let state: Option<State> = row.state.parse().ok();
+        let state = Some(row.state);
         let response = attempts
             .iter()
             .rev()
@@ -589,7 +603,7 @@ impl Operator {
         let reason = Self::reason(reason)?;
         let before = self.store.get(id).await?;
         self.store.reset(id).await?;
-        if before.state == State::Pending.as_str() {
+        if before.state == State::Pending {
             return Ok(ActionReport {
                 id,
                 state: State::Pending,
@@ -643,6 +657,63 @@ impl Operator {
             changed: true,
             action_id: Some(action_id),
         })
+    }
+
+    /// Release a dead row from its ordering group: it stays dead, with `released_at`,
+    /// `released_by` (`by`) and `release_reason` recorded, and the later rows of its group are
+    /// delivered without it.
+    pub async fn release(&self, id: i64, by: &str, reason: &str) -> Result<(), ServiceError> {
+        if reason.trim().is_empty() {
+            return Err(ServiceError::BadRequest(
+                "a release needs a reason (it is recorded on the row)".into(),
+            ));
+        }
+        self.store.release(id, by, reason).await?;
+        self.record("release", Some(id), None, Some(reason), 1, &[id])
+            .await?;
+        Ok(())
+    }
+
+    /// Ordering groups held by a dead row (`ferry_blocked`).
+    pub async fn blocked(&self) -> Result<Vec<BlockedGroup>, ServiceError> {
+        Ok(self.store.blocked().await?)
+    }
+
+    /// Pause a workflow or a target for every relay (within about a second): its rows are not
+    /// claimed, and rows claimed but not yet sent are handed back without spending an attempt.
+    pub async fn pause(
+        &self,
+        kind: PauseKind,
+        name: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err(ServiceError::BadRequest(
+                "name the workflow or target to pause (1 to 200 bytes)".into(),
+            ));
+        }
+        self.store.pause(kind, name, by, reason).await?;
+        let what = serde_json::json!({ kind.as_str(): name });
+        self.record("pause", None, Some(what), reason, 0, &[])
+            .await?;
+        Ok(())
+    }
+
+    /// Resume a workflow or a target. Returns whether it was paused.
+    pub async fn resume(&self, kind: PauseKind, name: &str) -> Result<bool, ServiceError> {
+        let was = self.store.resume(kind, name).await?;
+        if was {
+            let what = serde_json::json!({ kind.as_str(): name });
+            self.record("resume", None, Some(what), None, 0, &[])
+                .await?;
+        }
+        Ok(was)
+    }
+
+    /// Everything paused.
+    pub async fn paused(&self) -> Result<Vec<PausedLine>, ServiceError> {
+        Ok(self.store.paused().await?)
     }
 
     /// The state a bulk action takes rows from: the filter's, which the action must be able to

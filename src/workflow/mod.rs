@@ -4,23 +4,33 @@
 //! `[request]`), how hard to try (`[retry]`) and what to record when it
 //! succeeded (`[on_done]`). Files are loaded once at startup by
 //! [`Registry::load_dir`] and turned into validated types that cannot hold
-//! an invalid value, so the delivery engine never re-checks them.
+//! an invalid value, so the delivery engine never re-checks them: the method
+//! is a [`reqwest::Method`], the extra headers a [`reqwest::header::HeaderMap`],
+//! the request URL a [`reqwest::Url`] parsed once, and building the
+//! deliverer from a [`Registry`] cannot fail on anything a file says.
 //!
-//! Loading goes through four stages, each collecting *all* problems so an
-//! operator fixes a broken deployment in one pass instead of one restart per
-//! typo:
+//! The file is read one way. The serde structs of `raw.rs` are the only
+//! definition of its fields (names, which are required, their types);
+//! everything else reads them:
 //!
 //! 1. parse the TOML (syntax errors carry toml's line and column);
 //! 2. expand `${VAR}` / `${VAR:-default}` in every string value through a
 //!    caller-supplied lookup (`env.rs`);
-//! 3. check the table against a schema (unknown, missing, mistyped fields)
-//!    and deserialize it into the raw structs of `raw.rs`;
+//! 3. deserialize into the raw structs (`raw::read`), naming *every*
+//!    unknown, missing or mistyped field with its path, not only serde's
+//!    first;
 //! 4. validate the raw values into [`Workflow`] (`validate.rs`) and then
 //!    check the workflows against each other (duplicate names, targets that
 //!    are declared differently in two files).
 //!
+//! Each stage collects all its problems, so an operator fixes a broken
+//! deployment in one pass instead of one restart per typo. [`peek`] (what
+//! commands that only enqueue need) deserializes the same structs, without
+//! expanding variables, so it works on a host where they are unset.
+//!
 //! Secrets (passwords, tokens) are held in [`Secret`], whose `Debug` and
-//! `Display` print `***`, and are never echoed in error messages.
+//! `Display` print `***`, and are never echoed in error messages; header
+//! values are marked sensitive for the same reason.
 
 mod env;
 mod raw;
@@ -37,6 +47,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use reqwest::header::HeaderMap;
 
 use crate::documents::{document_code, DocumentKind};
 
@@ -188,40 +200,28 @@ pub fn peek(dir: &Path, name: &str) -> Result<WorkflowSummary, WorkflowError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| err(None, format!("TOML syntax error: {}", e.message())))?;
-    let document = table
-        .get("document")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| err(Some("document"), "missing".into()))?;
-    let document = DocumentKind::parse(document).ok_or_else(|| {
+    // The same structs as a full load, with `${VAR}` left as written: nothing read here needs
+    // the targets' URLs and passwords.
+    let raw = raw::read(table).map_err(|problems| {
+        let (field, problem) = problems.into_iter().next().unwrap_or_default();
+        err((!field.is_empty()).then_some(field.as_str()), problem)
+    })?;
+    let document = DocumentKind::parse(&raw.document).ok_or_else(|| {
         err(
             Some("document"),
-            format!("unknown document kind '{document}'"),
+            format!("unknown document kind '{}'", raw.document),
         )
     })?;
-    let source = table
-        .get("source")
-        .and_then(|v| v.as_table())
-        .and_then(|t| {
-            Some(SourceSql {
-                order_sql: t.get("order_sql")?.as_str()?.to_string(),
-                items_sql: t.get("items_sql")?.as_str()?.to_string(),
-            })
-        });
-    let identify_by = table
-        .get("identify_by")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
-    let target = table
-        .get("target")
-        .and_then(|v| v.as_table())
-        .and_then(|t| t.get("name")?.as_str().map(str::to_string));
     Ok(WorkflowSummary {
         name: name.to_string(),
         file,
         document,
-        source,
-        identify_by,
-        target,
+        source: raw.source.map(|s| SourceSql {
+            order_sql: s.order_sql,
+            items_sql: s.items_sql,
+        }),
+        identify_by: raw.identify_by,
+        target: Some(raw.target.name),
     })
 }
 
@@ -248,7 +248,7 @@ pub fn peek_all(dir: &Path) -> Vec<WorkflowSummary> {
 /// A periodic sweep that finds documents that should have been exported.
 #[derive(Debug, Clone)]
 pub struct Reconcile {
-    pub schedule: cron::Schedule,
+    pub schedule: crate::cron::Schedule,
     /// The expression as written, for logs.
     pub schedule_text: String,
     pub sql: String,
@@ -266,12 +266,14 @@ pub struct Workflow {
     pub identify_by: Option<String>,
     pub target: Target,
     /// `POST`, `PUT` or `PATCH`.
-    pub method: String,
+    pub method: reqwest::Method,
     /// Starts with `/`; appended to the target's base URL.
     pub path: String,
+    /// The full request URL (`target.base_url` + `path`), parsed once.
+    pub endpoint: reqwest::Url,
     pub timeout: Duration,
-    /// Extra request headers, sorted by name.
-    pub headers: Vec<(String, String)>,
+    /// Extra request headers; values marked sensitive.
+    pub headers: HeaderMap,
     pub retry: RetryPolicy,
     pub on_done_sql: Option<String>,
     pub source: Option<SourceSql>,
@@ -280,8 +282,8 @@ pub struct Workflow {
 
 impl Workflow {
     /// The full request URL.
-    pub fn url(&self) -> String {
-        format!("{}{}", self.target.base_url, self.path)
+    pub fn url(&self) -> &str {
+        self.endpoint.as_str()
     }
 
     /// The document code of `payload` for logs, via `identify_by`.
@@ -296,8 +298,8 @@ impl fmt::Debug for Workflow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let headers: Vec<(&str, &str)> = self
             .headers
-            .iter()
-            .map(|(name, _)| (name.as_str(), "***"))
+            .keys()
+            .map(|name| (name.as_str(), "***"))
             .collect();
         f.debug_struct("Workflow")
             .field("name", &self.name)

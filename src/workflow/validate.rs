@@ -9,10 +9,11 @@
 //! exist to catch unit slips such as `"30d"` for `"30s"`.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use toml::{Table, Value};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+use toml::Table;
 
 use super::env::{interpolate_table, EnvLookup};
 use super::raw::{self, RawAuth, RawCircuit, RawRequest, RawRetry, RawTarget, RawWorkflow};
@@ -68,7 +69,8 @@ impl Problems<'_> {
     }
 }
 
-/// Parse, interpolate, schema-check, deserialize and validate one file.
+/// Parse, interpolate, deserialize (naming every unknown, missing or mistyped field) and
+/// validate one file.
 pub(super) fn load_file(
     file: &Path,
     text: &str,
@@ -88,18 +90,20 @@ pub(super) fn load_file(
     for (field, problem) in interpolate_table(&mut table, env) {
         problems.at(field, problem);
     }
-    for (field, problem) in raw::check(&table, raw::WORKFLOW, "") {
-        problems.at(field, problem);
-    }
-    if !problems.list.is_empty() {
-        return Err(problems.list);
-    }
-    let raw: RawWorkflow = match Value::Table(table).try_into() {
-        Ok(raw) => raw,
-        Err(e) => {
-            // The schema check should make this unreachable; keep the
-            // message anyway rather than trusting that.
-            problems.whole_file(format!("invalid workflow: {}", e.message().trim()));
+    // A value whose interpolation failed is still a string, so the shape is checked anyway and
+    // both kinds of problem are reported together.
+    let raw = raw::read(table);
+    let raw = match raw {
+        Ok(raw) if problems.list.is_empty() => raw,
+        Ok(_) => return Err(problems.list),
+        Err(shape) => {
+            for (field, problem) in shape {
+                if field.is_empty() {
+                    problems.whole_file(problem);
+                } else {
+                    problems.at(field, problem);
+                }
+            }
             return Err(problems.list);
         }
     };
@@ -190,7 +194,7 @@ fn build(file: &Path, raw: RawWorkflow, problems: &mut Problems<'_>) -> Option<W
     let reconcile = raw.reconcile.and_then(|reconcile| {
         check_sql(problems, "reconcile.sql", &reconcile.sql, RECONCILE_PARAMS);
         let text = reconcile.schedule.trim().to_owned();
-        match cron::Schedule::from_str(&text) {
+        match crate::cron::Schedule::parse(&text) {
             Ok(schedule) => Some(Reconcile {
                 schedule,
                 schedule_text: text,
@@ -200,7 +204,8 @@ fn build(file: &Path, raw: RawWorkflow, problems: &mut Problems<'_>) -> Option<W
                 problems.at(
                     "reconcile.schedule",
                     format!(
-                        "invalid cron expression {text:?}: {e} (6 or 7 fields: sec min hour day-of-month month day-of-week [year])"
+                        "invalid cron expression {text:?}: {e} ({})",
+                        crate::cron::SCHEDULE_FORMS
                     ),
                 );
                 None
@@ -212,24 +217,25 @@ fn build(file: &Path, raw: RawWorkflow, problems: &mut Problems<'_>) -> Option<W
     // the result whenever any problem was recorded, so `None` sections that
     // are optional (like a broken reconcile) cannot leak out.
     let (method, path, timeout, headers) = request?;
-    let workflow = Workflow {
+    let target = target?;
+    let endpoint = endpoint(&target.base_url, &path, problems)?;
+    Some(Workflow {
         name: name?,
         description: raw.description,
         file: file.to_path_buf(),
         document: document?,
         identify_by: raw.identify_by,
-        target: target?,
+        target,
         method,
         path,
+        endpoint,
         timeout,
         headers,
         retry: retry?,
         on_done_sql,
         source,
         reconcile,
-    };
-    check_request_url(&workflow, problems);
-    Some(workflow)
+    })
 }
 
 /// `[a-z0-9_]+`, short enough for metric labels and log fields.
@@ -413,14 +419,18 @@ fn base_url(text: &str, problems: &mut Problems<'_>) -> Option<String> {
     Some(trimmed.to_owned())
 }
 
-/// The request URL exactly as the deliverer builds it ([`Workflow::url`], parsed by the HTTP
-/// client), so a file `ferry workflows check` accepts never fails at `ferry run`.
-fn check_request_url(workflow: &Workflow, problems: &mut Problems<'_>) {
-    if let Err(e) = reqwest::Url::parse(&workflow.url()) {
-        problems.at(
-            "request.path",
-            format!("with target.base_url, does not make a usable URL: {e}"),
-        );
+/// The request URL, parsed once here with the HTTP client's parser: a file `ferry workflows
+/// check` accepts never fails at `ferry run`, and the deliverer never parses it again.
+fn endpoint(base_url: &str, path: &str, problems: &mut Problems<'_>) -> Option<Url> {
+    match Url::parse(&format!("{base_url}{path}")) {
+        Ok(url) => Some(url),
+        Err(e) => {
+            problems.at(
+                "request.path",
+                format!("with target.base_url, does not make a usable URL: {e}"),
+            );
+            None
+        }
     }
 }
 
@@ -541,11 +551,13 @@ fn circuit(raw: Option<RawCircuit>, problems: &mut Problems<'_>) -> Option<Circu
     })
 }
 
-type Request = (String, String, Duration, Vec<(String, String)>);
+type Request = (Method, String, Duration, HeaderMap);
 
 fn request(raw: RawRequest, problems: &mut Problems<'_>) -> Option<Request> {
     let method = match raw.method.as_str() {
-        "POST" | "PUT" | "PATCH" => Some(raw.method.clone()),
+        "POST" => Some(Method::POST),
+        "PUT" => Some(Method::PUT),
+        "PATCH" => Some(Method::PATCH),
         other => {
             problems.at(
                 "request.method",
@@ -598,11 +610,14 @@ fn request(raw: RawRequest, problems: &mut Problems<'_>) -> Option<Request> {
     Some((method?, path?, timeout?, headers?))
 }
 
+/// The extra headers as the request will carry them. Values are marked sensitive (a file may
+/// put an API key in one), so `Debug` of the map shows their names only.
 fn headers(
     raw: std::collections::BTreeMap<String, String>,
     problems: &mut Problems<'_>,
-) -> Option<Vec<(String, String)>> {
+) -> Option<HeaderMap> {
     let mut ok = true;
+    let mut map = HeaderMap::new();
     let mut seen: Vec<String> = Vec::new();
     for (name, value) in &raw {
         let field = format!("request.headers.{name}");
@@ -612,6 +627,8 @@ fn headers(
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        // Printable ASCII only: also stops CR/LF header injection through an env variable.
+        let valid_value = value.chars().all(|c| c == '\t' || (' '..='~').contains(&c));
         if !valid_name {
             problems.at(field, "invalid header name");
             ok = false;
@@ -624,17 +641,31 @@ fn headers(
         } else if seen.contains(&lower) {
             problems.at(field, "header given twice (names are case-insensitive)");
             ok = false;
-        } else if !value.chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
-            // Also stops CR/LF header injection through an env variable.
+        } else if !valid_value {
             problems.at(
                 field,
                 "header values must be printable ASCII without line breaks",
             );
             ok = false;
+        } else {
+            // Both always parse after the checks above; a failure is still reported, not unwrapped.
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                (Ok(name), Ok(mut value)) => {
+                    value.set_sensitive(true);
+                    map.insert(name, value);
+                }
+                _ => {
+                    problems.at(field, "not a usable HTTP header");
+                    ok = false;
+                }
+            }
         }
         seen.push(lower);
     }
-    ok.then(|| raw.into_iter().collect())
+    ok.then_some(map)
 }
 
 fn retry(raw: RawRetry, problems: &mut Problems<'_>) -> Option<RetryPolicy> {

@@ -10,7 +10,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry::outbox::{AttemptRecord, Completion, DatabaseUrl, Outcome, Store, StoreConfig};
+use ferry::outbox::{AttemptRecord, Completion, DatabaseUrl, Outcome, State, Store, StoreConfig};
 use ferry::testkit::{Reply, TargetServer};
 use serde_json::{json, Value};
 
@@ -253,14 +253,14 @@ async fn demo_exits_zero_with_every_row_settled() {
     )))
     .await
     .unwrap();
-    let counts: std::collections::HashMap<String, i64> =
+    let counts: std::collections::HashMap<State, i64> =
         store.count_by_state().await.unwrap().into_iter().collect();
-    let get = |s: &str| counts.get(s).copied().unwrap_or(0);
-    assert_eq!(get("pending"), 0, "{counts:?}");
-    assert_eq!(get("sending"), 0, "{counts:?}");
-    assert_eq!(get("retry_wait"), 0, "{counts:?}");
-    assert_eq!(get("dead"), 2, "{counts:?}");
-    assert!(get("done") > 0, "{counts:?}");
+    let get = |s: State| counts.get(&s).copied().unwrap_or(0);
+    assert_eq!(get(State::Pending), 0, "{counts:?}");
+    assert_eq!(get(State::Sending), 0, "{counts:?}");
+    assert_eq!(get(State::RetryWait), 0, "{counts:?}");
+    assert_eq!(get(State::Dead), 2, "{counts:?}");
+    assert!(get(State::Done) > 0, "{counts:?}");
     store.close().await;
 }
 
@@ -545,8 +545,8 @@ async fn cli_commands_against_a_seeded_database() {
         .await
         .unwrap()
         .id;
-    assert_eq!(db.state_of(dead).await, "dead");
-    assert_eq!(db.state_of(done).await, "done");
+    assert_eq!(db.state_of(dead).await, State::Dead);
+    assert_eq!(db.state_of(done).await, State::Done);
 
     // Operator commands need no target variables.
     let env = Env::for_db(&tmp, &db);
@@ -602,7 +602,7 @@ async fn cli_commands_against_a_seeded_database() {
     // retry <id>: the dead row is pending again, its history kept.
     let out = ferry(&env, &["retry", &dead.to_string()], None).await.ok();
     assert!(out.stdout.contains("reset to pending"), "{out:?}");
-    assert_eq!(db.state_of(dead).await, "pending");
+    assert_eq!(db.state_of(dead).await, State::Pending);
     assert_eq!(db.store.attempts(dead).await.unwrap().len(), 1);
 
     // cancel <id>: pending -> dead with the reason; then retry --dead brings it back.
@@ -615,7 +615,7 @@ async fn cli_commands_against_a_seeded_database() {
     .ok();
     assert!(out.stdout.contains("cancelled"), "{out:?}");
     let row = db.store.get(to_cancel).await.unwrap();
-    assert_eq!(row.state, "dead");
+    assert_eq!(row.state, State::Dead);
     assert!(
         row.last_error
             .as_deref()
@@ -625,15 +625,15 @@ async fn cli_commands_against_a_seeded_database() {
     );
     let out = ferry(&env, &["retry", "--dead"], None).await.ok();
     assert!(out.stdout.contains("1 dead row reset"), "{out:?}");
-    assert_eq!(db.state_of(to_cancel).await, "pending");
-    assert_eq!(db.state_of(pending).await, "pending");
+    assert_eq!(db.state_of(to_cancel).await, State::Pending);
+    assert_eq!(db.state_of(pending).await, State::Pending);
 
     // cancel on a done row: refused, naming the state.
     let out = ferry(&env, &["cancel", &done.to_string()], None)
         .await
         .failed();
     assert!(out.stderr.contains("is done"), "{out:?}");
-    assert_eq!(db.state_of(done).await, "done");
+    assert_eq!(db.state_of(done).await, State::Done);
 
     let out = ferry(&env, &["show", "999999"], None).await.failed();
     assert!(
@@ -1167,7 +1167,7 @@ async fn shutdown_is_bounded_while_the_database_is_down() {
             .await
             .unwrap()
             .iter()
-            .filter(|r| r.state != "done")
+            .filter(|r| r.state != State::Done)
             .map(|r| {
                 format!(
                     "{} {} #{} due {} {:?}",

@@ -200,7 +200,7 @@ async fn seed(db: &TestDb, target: &TargetServer) -> (Vec<i64>, Vec<i64>, i64) {
     let engine = Engine::http(db.store.clone(), &registry, Default::default()).unwrap();
     engine.drain().await.unwrap();
     for id in &dead {
-        assert_eq!(db.state_of(*id).await, "dead");
+        assert_eq!(db.state_of(*id).await, State::Dead);
     }
     (done, dead, pn_dead)
 }
@@ -273,7 +273,32 @@ async fn api_endpoints(db: TestDb) {
         .map(|p| p["done"].as_i64().unwrap() + p["dead"].as_i64().unwrap())
         .sum();
     assert_eq!(finished, 9, "{}", o["throughput"]);
-    assert_eq!(o["holds"]["blocked_groups"], Value::Null);
+    assert_eq!(o["holds"]["blocked_groups"], 0);
+    assert_eq!(o["holds"]["paused_workflows"], json!([]));
+    assert_eq!(o["holds"]["login_held"], Value::Null, "not tracked yet");
+    // A pause shows in the held-back rows and in the audit; a resume too.
+    let op = Operator::new(db.store.clone(), workflows_dir()).acting_as("cli:tester");
+    op.pause(
+        ferry::outbox::PauseKind::Workflow,
+        "partner_phieu_xuat",
+        "tester",
+        Some("partner maintenance"),
+    )
+    .await
+    .unwrap();
+    let (_, o2) = c.get("/api/overview").await;
+    assert_eq!(
+        o2["holds"]["paused_workflows"],
+        json!(["workflow:partner_phieu_xuat"])
+    );
+    assert!(op
+        .resume(ferry::outbox::PauseKind::Workflow, "partner_phieu_xuat")
+        .await
+        .unwrap());
+    let recorded = op.actions(10).await.unwrap();
+    assert_eq!(recorded[1].action, "pause");
+    assert_eq!(recorded[1].reason.as_deref(), Some("partner maintenance"));
+    assert_eq!(recorded[0].action, "resume");
 
     // GET /api/rows: filters.
     let dead_rows = c.rows("state=dead").await;
@@ -395,14 +420,14 @@ async fn api_endpoints(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(rebound.status().as_u16(), 421);
-    assert_eq!(db.state_of(dead[0]).await, "dead", "nothing was done");
+    assert_eq!(db.state_of(dead[0]).await, State::Dead, "nothing was done");
     let (status, r) = c
         .post(&retry, json!({"reason": "tax code fixed"}), Some(TOKEN))
         .await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["state"], "pending");
     assert_eq!(r["changed"], true);
-    assert_eq!(db.state_of(dead[0]).await, "pending");
+    assert_eq!(db.state_of(dead[0]).await, State::Pending);
     let (_, again) = c.post(&retry, json!({}), Some(TOKEN)).await;
     assert_eq!(again["changed"], false, "already pending");
     let (status, e) = c
@@ -428,7 +453,7 @@ async fn api_endpoints(db: TestDb) {
         .await;
     assert_eq!(status, 200, "{r}");
     let row = db.store.get(dead[0]).await.unwrap();
-    assert_eq!(row.state, "dead");
+    assert_eq!(row.state, State::Dead);
     assert_eq!(row.last_error.as_deref(), Some("order refunded"));
     assert_eq!(
         c.post(&cancel, json!({"reason": "x"}), Some(TOKEN)).await.0,
@@ -499,9 +524,13 @@ async fn api_endpoints(db: TestDb) {
     assert_eq!(r["changed"], 2);
     assert_eq!(r["skipped"], 0);
     for id in &dead {
-        assert_eq!(db.state_of(*id).await, "pending");
+        assert_eq!(db.state_of(*id).await, State::Pending);
     }
-    assert_eq!(db.state_of(pn_dead).await, "dead", "outside the filter");
+    assert_eq!(
+        db.state_of(pn_dead).await,
+        State::Dead,
+        "outside the filter"
+    );
     // Bulk cancel needs a reason; with one, the pending rows become dead with it.
     let pending = json!({"state": "pending", "workflow": "partner_hoa_don"});
     let (status, _) = c
@@ -531,12 +560,23 @@ async fn api_endpoints(db: TestDb) {
     assert_eq!(status, 200);
     let a = a.as_array().unwrap();
     let kinds: Vec<&str> = a.iter().map(|x| x["action"].as_str().unwrap()).collect();
-    assert_eq!(kinds, vec!["bulk_cancel", "bulk_retry", "cancel", "retry"]);
+    assert_eq!(
+        kinds,
+        vec![
+            "bulk_cancel",
+            "bulk_retry",
+            "cancel",
+            "retry",
+            "resume",
+            "pause"
+        ]
+    );
     assert_eq!(a[1]["filter"], filter);
     assert_eq!(a[1]["matched"], 2);
     assert_eq!(a[1]["changed"], 2);
     assert_eq!(a[1]["reason"], "partner fixed");
-    assert!(a.iter().all(|x| x["actor"] == "console:tester"));
+    assert!(a[..4].iter().all(|x| x["actor"] == "console:tester"));
+    assert_eq!(a[5]["filter"], json!({"workflow": "partner_phieu_xuat"}));
     // The page and its assets.
     let page = c.http.get(&c.base).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
@@ -574,7 +614,7 @@ async fn read_only_and_hidden_payloads(db: TestDb) {
         .await;
     assert_eq!(status, 403, "{e}");
     assert!(e["error"].as_str().unwrap().contains("read-only"), "{e}");
-    assert_eq!(db.state_of(dead[0]).await, "dead");
+    assert_eq!(db.state_of(dead[0]).await, State::Dead);
     let (status, v) = c.get(&format!("/api/rows/{}", dead[0])).await;
     assert_eq!(status, 200);
     assert_eq!(v["row"]["payload"], Value::Null);
@@ -667,7 +707,7 @@ async fn counters_follow_state_changes(db: TestDb) {
     let status = operator.status().await.unwrap();
     let done_line = status
         .iter()
-        .find(|l| l.workflow == "partner_hoa_don" && l.state == "done")
+        .find(|l| l.workflow == "partner_hoa_don" && l.state == State::Done)
         .expect("a done line");
     assert_eq!(done_line.rows, 5);
     // An operator's plain SQL (PostgreSQL: from a session whose search_path lacks the schema).
@@ -856,7 +896,7 @@ async fn cli_actions_are_recorded_and_status_shows_done_totals() {
     assert_eq!(actions[1].reason.as_deref(), Some("fixed by hand"));
     assert_eq!(actions[0].action, "bulk_retry");
     assert_eq!(actions[0].changed, 1);
-    assert_eq!(db.state_of(pn_dead).await, "pending");
+    assert_eq!(db.state_of(pn_dead).await, State::Pending);
     let out = env.command(&["status", "--json"]).output().unwrap();
     let lines: Value = serde_json::from_slice(&out.stdout).unwrap();
     let done = lines
@@ -1163,7 +1203,7 @@ async fn browser_retry_a_dead_row_until_delivered() {
     let ok = enqueue(&db, "partner_hoa_don", &[("order-1", "HD-0001")]).await;
     let rejected = enqueue(&db, "partner_hoa_don", &[("order-2", "REJECT-HD-2")]).await[0];
     browser::settled(&db, &[ok[0], rejected]).await;
-    assert_eq!(db.state_of(rejected).await, "dead");
+    assert_eq!(db.state_of(rejected).await, State::Dead);
 
     let b = browser::start().await;
     let c = &b.client;
@@ -1255,7 +1295,7 @@ async fn browser_retry_a_dead_row_until_delivered() {
         "document.querySelector('#row-detail[data-state=done]')",
     )
     .await;
-    assert_eq!(db.state_of(rejected).await, "done");
+    assert_eq!(db.state_of(rejected).await, State::Done);
     until(
         c,
         "two attempts and the action",
@@ -1349,12 +1389,12 @@ async fn browser_bulk_retry_by_filter() {
     .await;
     for id in &nhap {
         let ok = wait_until(Duration::from_secs(30), || async {
-            db.state_of(*id).await == "done"
+            db.state_of(*id).await == State::Done
         })
         .await;
         assert!(ok, "row {id} delivered after the bulk retry");
     }
-    assert_eq!(db.state_of(other).await, "dead", "outside the filter");
+    assert_eq!(db.state_of(other).await, State::Dead, "outside the filter");
     let actions = Operator::new(db.store.clone(), workflows_dir())
         .actions(5)
         .await
@@ -1433,7 +1473,7 @@ async fn browser_actions_need_the_token() {
             .unwrap(),
         Value::Null
     );
-    assert_eq!(db.state_of(dead).await, "dead");
+    assert_eq!(db.state_of(dead).await, State::Dead);
     relay.stop().await;
 
     // `ferry console` without a token: read-only, whatever a request carries.
@@ -1465,7 +1505,7 @@ async fn browser_actions_need_the_token() {
         .await
         .unwrap();
     assert_eq!(status, json!(403));
-    assert_eq!(db.state_of(dead).await, "dead");
+    assert_eq!(db.state_of(dead).await, State::Dead);
     c.clone().close().await.unwrap();
     console.sigterm();
     console.wait_exit(Duration::from_secs(20)).await;

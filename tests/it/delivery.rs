@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry::delivery::HttpDeliverer;
+use ferry::outbox::{AttemptOutcome, State};
 use ferry::relay::{Deliver, Relay, RelayConfig};
 use ferry::testkit::{Reply, TargetServer};
 use ferry::workflow::Registry;
@@ -71,14 +72,14 @@ pub async fn settle<D: Deliver>(relay: &Relay<D>, db: &TestDb, id: i64) -> Strin
     loop {
         relay.tick().await.unwrap();
         let s = db.state_of(id).await;
-        if s == "done" || s == "dead" {
-            if s == "dead" {
+        if matches!(s, State::Done | State::Dead) {
+            if s == State::Dead {
                 eprintln!(
                     "row {id} dead: {:?}",
                     db.store.get(id).await.unwrap().last_error
                 );
             }
-            return s;
+            return s.to_string();
         }
         assert!(
             tokio::time::Instant::now() < end,
@@ -120,7 +121,7 @@ async fn onec_success_with_cyrillic_basic_auth(db: TestDb) {
     let history = db.store.attempts(e.id).await.unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].http_status, Some(200));
-    assert_eq!(history[0].outcome, "done");
+    assert_eq!(history[0].outcome, AttemptOutcome::Done);
     assert!(history[0]
         .response_excerpt
         .as_deref()
@@ -298,10 +299,8 @@ async fn retry_after_is_honoured() {
         .unwrap();
     relay.tick().await.unwrap();
     let row = db.store.get(e.id).await.unwrap();
-    assert_eq!(row.state, "retry_wait");
-    let due = chrono::DateTime::parse_from_rfc3339(&row.due_at).unwrap();
-    let at = chrono::DateTime::parse_from_rfc3339(&row.updated_at).unwrap();
-    let wait = (due - at).num_milliseconds();
+    assert_eq!(row.state, State::RetryWait);
+    let wait = (row.due_at - row.updated_at).num_milliseconds();
     assert!(
         wait >= 2900,
         "waited only {wait} ms instead of the 3 s asked (policy wait is 10 ms)"
@@ -330,7 +329,7 @@ async fn invalid_documents_die_without_a_request() {
         .unwrap();
     relay.drain().await.unwrap();
     for id in [a.id, b.id, c.id] {
-        assert_eq!(db.state_of(id).await, "dead");
+        assert_eq!(db.state_of(id).await, State::Dead);
     }
     let e = db.store.get(a.id).await.unwrap().last_error.unwrap();
     assert!(e.contains("items[0].total") && e.contains("244668"), "{e}");
@@ -552,7 +551,7 @@ async fn flag_set_only_on_success_in_the_same_transaction(db: TestDb) {
     };
     relay2.drain().await.unwrap();
     let row = db.store.get(outbox_id).await.unwrap();
-    assert_eq!(row.state, "dead");
+    assert_eq!(row.state, State::Dead);
     assert!(row.last_error.unwrap().contains("on_done SQL failed"));
     assert_eq!(db.scalar(&flag(1003)).await, 0);
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry::delivery::HttpDeliverer;
-use ferry::outbox::{Store, StoreConfig};
+use ferry::outbox::{AttemptOutcome, State, Store, StoreConfig};
 use ferry::relay::{Relay, RelayConfig};
 use ferry::testkit::{Reply, TargetServer};
 use ferry::workflow::Registry;
@@ -320,7 +320,7 @@ struct Row {
     id: i64,
     workflow: String,
     key: String,
-    state: String,
+    state: State,
     last_error: Option<String>,
 }
 
@@ -364,7 +364,7 @@ impl Db {
 
     async fn rows(&self) -> Vec<Row> {
         let sql = "SELECT id, workflow, key, state, last_error FROM ferry_outbox ORDER BY id";
-        type T = (i64, String, String, String, Option<String>);
+        type T = (i64, String, String, State, Option<String>);
         let rows: Vec<T> = match self {
             Db::Pg(p) => sqlx::query_as(sql).fetch_all(p).await.unwrap(),
             Db::Lite(p) => sqlx::query_as(sql).fetch_all(p).await.unwrap(),
@@ -492,7 +492,7 @@ fn accepting_target(target: &TargetServer) -> Accepted {
 /// Group dead reasons by their first words, for the summary.
 fn dead_reasons(rows: &[Row]) -> String {
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.state == "dead") {
+    for r in rows.iter().filter(|r| r.state == State::Dead) {
         let e = r.last_error.clone().unwrap_or_default();
         let head: String = e
             .split([':', '('])
@@ -545,14 +545,14 @@ async fn verify(
     assert_eq!(rows.len(), expected_keys.len(), "row count");
     let live: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.state != "done" && r.state != "dead")
+        .filter(|r| r.state != State::Done && r.state != State::Dead)
         .collect();
     assert!(
         live.is_empty(),
         "rows not settled: {:?}",
         &live[..live.len().min(10)]
     );
-    for r in rows.iter().filter(|r| r.state == "dead") {
+    for r in rows.iter().filter(|r| r.state == State::Dead) {
         assert!(
             r.last_error
                 .as_deref()
@@ -1178,7 +1178,7 @@ async fn three_relays_with_kills_postgres() {
             let rows = db.rows().await;
             let acc = acc.lock().unwrap();
             rows.iter()
-                .filter(|r| r.key.starts_with(prefix) && r.state == "done")
+                .filter(|r| r.key.starts_with(prefix) && r.state == State::Done)
                 .map(|r| {
                     acc.get(&r.id.to_string())
                         .copied()
@@ -1378,7 +1378,7 @@ async fn bad_input(backend: Backend) {
     assert!(run_relay_until_settled(&db, store, &registry, Duration::from_secs(30)).await);
     let reason = |id: i64| async move {
         let r = store.get(id).await.unwrap();
-        assert_eq!(r.state, "dead", "row {id}: {r:?}");
+        assert_eq!(r.state, State::Dead, "row {id}: {r:?}");
         r.last_error.unwrap_or_default()
     };
     let unknown = store
@@ -1386,7 +1386,7 @@ async fn bad_input(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(unknown.state, "dead");
+    assert_eq!(unknown.state, State::Dead);
     assert!(
         unknown
             .last_error
@@ -1444,7 +1444,7 @@ async fn bad_input(backend: Backend) {
     }
     assert!(db.scalar("SELECT COUNT(*) FROM ferry_attempts").await > 0);
     let rows = db.rows().await;
-    let done = rows.iter().filter(|r| r.state == "done").count();
+    let done = rows.iter().filter(|r| r.state == State::Done).count();
     summary(
         &format!("6 bad input ({backend:?})"),
         "malformed JSON, >1 MiB, empty/long/NUL keys, SQL metacharacters + Unicode keys, unknown workflow, wrong types",
@@ -1752,7 +1752,7 @@ async fn secrets_never_leak_postgres() {
         bytes += text.len();
     }
     let rows = db.rows().await;
-    let done = rows.iter().filter(|r| r.state == "done").count();
+    let done = rows.iter().filter(|r| r.state == State::Done).count();
     println!("secret: scanned {} outputs ({bytes} bytes, {log_files} log files) for {} forms of the secret: none found", scanned.len(), secret_forms().len());
     println!("secret: HttpDeliverer has no Debug implementation (nothing to print)");
     summary(
@@ -1891,14 +1891,15 @@ async fn tls_verification_refuses_self_signed_unless_disabled() {
         RelayConfig::default(),
     );
     let end = Instant::now() + Duration::from_secs(20);
-    while tdb.state_of(id).await != "dead" {
+    while tdb.state_of(id).await != State::Dead {
         assert!(Instant::now() < end, "did not settle");
         relay.tick().await.unwrap();
     }
     let history = tdb.store.attempts(id).await.unwrap();
     assert_eq!(history.len(), 2, "{history:?}");
     assert_eq!(
-        history[0].outcome, "retry",
+        history[0].outcome,
+        AttemptOutcome::Retry,
         "a certificate failure is retryable (connection failure)"
     );
     for a in &history {
@@ -1939,7 +1940,7 @@ async fn tls_verification_refuses_self_signed_unless_disabled() {
         RelayConfig::default(),
     );
     relay.tick().await.unwrap();
-    assert_eq!(tdb.state_of(id).await, "done");
+    assert_eq!(tdb.state_of(id).await, State::Done);
     assert_eq!(served.load(Ordering::SeqCst), 1);
     println!("tls: verify off: delivered; warning: {}", logged.trim());
 }
@@ -2102,7 +2103,7 @@ async fn sqlite_disk_full_and_read_only() {
         .unwrap();
     committed.push("F-late".into());
     assert!(run_relay_until_settled(&db, &store, &registry, Duration::from_secs(30)).await);
-    assert_eq!(store.get(late.id).await.unwrap().state, "done");
+    assert_eq!(store.get(late.id).await.unwrap().state, State::Done);
 
     // Read-only: Linux refuses to remount read-only while any file on it is open for writing
     // (and any process of this test binary may briefly hold one across a fork), so copy the

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry::outbox::{AttemptRecord, Claimed, DatabaseUrl, Outcome, Store, StoreConfig};
+use ferry::outbox::{AttemptRecord, Claimed, DatabaseUrl, Outcome, State, Store, StoreConfig};
 use ferry::relay::{Deliver, Delivery};
 
 /// The PostgreSQL server tests use. CI starts it; if it cannot be reached the tests fail.
@@ -112,7 +112,7 @@ impl TestDb {
         }
     }
 
-    pub async fn state_of(&self, id: i64) -> String {
+    pub async fn state_of(&self, id: i64) -> State {
         self.store.get(id).await.unwrap().state
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use ferry::outbox::Claimed;
+use ferry::outbox::{Claimed, State};
 use ferry::relay::{Deliver, Delivery, Relay, RelayConfig};
 use ferry::testkit::{Reply, TargetServer};
 use serde_json::json;
@@ -50,7 +50,7 @@ async fn redirect_to_a_landing_page_is_dead_and_not_followed(db: TestDb) {
     http_relay(&db, &registry).drain().await.unwrap();
 
     let row = db.store.get(id).await.unwrap();
-    assert_eq!(row.state, "dead", "{row:?}");
+    assert_eq!(row.state, State::Dead, "{row:?}");
     assert_eq!(row.attempts, 1);
     assert_eq!(row.last_status, Some(302));
     let reason = row.last_error.unwrap();
@@ -97,7 +97,7 @@ async fn redirect_to_another_origin_sends_it_nothing() {
             .id;
         relay.drain().await.unwrap();
         let row = db.store.get(id).await.unwrap();
-        assert_eq!(row.state, "dead", "{row:?}");
+        assert_eq!(row.state, State::Dead, "{row:?}");
         let reason = row.last_error.unwrap();
         assert!(
             reason.contains(&format!("HTTP {code} redirect to {location}")),
@@ -158,7 +158,7 @@ async fn redirect_loop_is_one_request_per_attempt() {
         .unwrap()
         .id;
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    while db.state_of(id).await != "dead" {
+    while db.state_of(id).await != State::Dead {
         assert!(tokio::time::Instant::now() < end, "did not settle");
         relay.tick().await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -278,7 +278,7 @@ async fn echoing_target_never_gets_its_credential_stored(db: TestDb) {
         loop {
             relay.tick().await.unwrap();
             let states = (db.state_of(failing).await, db.state_of(delivered).await);
-            if states == ("dead".to_string(), "done".to_string()) {
+            if states == (State::Dead, State::Done) {
                 break;
             }
             assert!(tokio::time::Instant::now() < end, "{states:?}");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry::delivery::HttpDeliverer;
-use ferry::outbox::{DatabaseUrl, ListFilter, Store, StoreConfig};
+use ferry::outbox::{DatabaseUrl, ListFilter, State, Store, StoreConfig};
 use ferry::relay::{Relay, RelayConfig};
 use ferry::testkit::{Reply, TargetServer};
 use serde_json::{json, Value};
@@ -303,7 +303,7 @@ async fn demo_hints_run_as_printed_in_a_shell() {
     let show = hints.iter().find(|h| h.contains(" show ")).unwrap();
     let id: i64 = show.rsplit(' ').next().unwrap().parse().unwrap();
     let row = store.get(id).await.unwrap();
-    assert_eq!(row.state, "dead", "the hint shows a dead row");
+    assert_eq!(row.state, State::Dead, "the hint shows a dead row");
     let out = bash(&env, show).await.ok();
     assert!(out.stdout.contains(&format!("outbox row {id}")), "{out:?}");
     // The demo's first dead row is the document without its code: refused before sending.
@@ -313,7 +313,7 @@ async fn demo_hints_run_as_printed_in_a_shell() {
     assert!(retry.ends_with(&format!(" retry {id}")), "{retry}");
     let out = bash(&env, retry).await.ok();
     assert!(out.stdout.contains("reset to pending"), "{out:?}");
-    assert_eq!(store.get(id).await.unwrap().state, "pending");
+    assert_eq!(store.get(id).await.unwrap().state, State::Pending);
 
     // The log file, by its real (dated) name.
     let less = hints.iter().find(|h| h.starts_with("less ")).unwrap();
@@ -377,7 +377,7 @@ async fn readme_sql_is_delivered(db: TestDb) {
     relay.drain().await.unwrap();
     for r in &rows {
         let now = db.store.get(r.id).await.unwrap();
-        assert_eq!(now.state, "done", "{now:?}");
+        assert_eq!(now.state, State::Done, "{now:?}");
     }
     assert_eq!(target.request_count(), rows.len() as u64);
     target.shutdown().await;
@@ -439,7 +439,7 @@ async fn a_shop_with_only_1c_runs_and_partner_rows_wait_until_configured() {
     let invoice = row_id(&db, "onec_invoice", "42").await;
     let mut relay = Proc::spawn(&env, &["run"], "relay-1c");
     let delivered = wait_until(Duration::from_secs(20), || async {
-        db.state_of(invoice).await == "done"
+        db.state_of(invoice).await == State::Done
     })
     .await;
     relay.assert_running();
@@ -579,7 +579,7 @@ async fn list_and_show_tell_what_happened() {
     let broken = row_id(&db, "partner_phieu_nhap", "PN-BROKEN").await;
     let bill = row_id(&db, "partner_hoa_don", "HD-0001").await;
     for id in [invoice, broken, bill] {
-        assert_eq!(db.state_of(id).await, "dead");
+        assert_eq!(db.state_of(id).await, State::Dead);
     }
     let tmp = TempDir::new();
     let env = Env::for_db(&tmp, &db);
@@ -633,7 +633,7 @@ async fn list_and_show_tell_what_happened() {
     // retry, deliver again: the history tells the two budgets apart.
     ferry(&env, &["retry", &bill.to_string()]).await.ok();
     relay.drain().await.unwrap();
-    assert_eq!(db.state_of(bill).await, "done");
+    assert_eq!(db.state_of(bill).await, State::Done);
     let out = ferry(&env, &["show", &bill.to_string()]).await.ok();
     assert!(
         out.stdout.contains("attempt history (2): 2 budgets"),
@@ -728,7 +728,7 @@ async fn export_invoice_on_a_dead_intent_says_why_and_how_to_retry() {
         .unwrap_or_else(|| panic!("no retry command: {out:?}"));
     let reset = bash(&env, &command).await.ok();
     assert!(reset.stdout.contains("reset to pending"), "{reset:?}");
-    assert_eq!(db.state_of(id).await, "pending");
+    assert_eq!(db.state_of(id).await, State::Pending);
 
     let out = ferry(
         &env,

@@ -1,11 +1,12 @@
-//! The outbox core on both backends: transactional enqueue, idempotent enqueue, exactly-once
-//! draining by several relays, lease recovery, operator reset, the views, and the database
-//! refusing unknown states and illegal moves.
+//! The outbox core end to end, on both backends: exactly-once draining by several relays, lease
+//! recovery by another relay, the lease a relay takes, an operator reset by plain SQL picked up
+//! by the relay, an idle relay woken by a commit; and what each backend's planner does with the
+//! claim and the status view. The store's own behaviour, case by case, is in `contract`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry::outbox::{Completion, Outcome, Recorded, Store};
+use ferry::outbox::{Completion, Outcome, Recorded, State, Store};
 use ferry::relay::{Relay, RelayConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -22,143 +23,6 @@ fn fast_config() -> RelayConfig {
         ..RelayConfig::default()
     }
 }
-
-async fn count_rows(db: &TestDb) -> i64 {
-    db.scalar("SELECT count(*) FROM ferry_outbox").await
-}
-
-// A business table and the intent commit or roll back together.
-async fn rollback_leaves_nothing_commit_leaves_one(db: TestDb) {
-    db.exec("CREATE TABLE payments (order_id BIGINT PRIMARY KEY, amount BIGINT NOT NULL)")
-        .await
-        .unwrap();
-    let payload = json!({"invoice_number": "INV-1"});
-    match db.backend {
-        Backend::Postgres => {
-            let pool = db.store.pg_pool().unwrap();
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query("INSERT INTO payments VALUES (1, 100)")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            ferry::enqueue(&mut *tx, "onec_invoice", "1", &payload)
-                .await
-                .unwrap();
-            tx.rollback().await.unwrap();
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query("INSERT INTO payments VALUES (2, 100)")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            let e = ferry::enqueue(&mut *tx, "onec_invoice", "2", &payload)
-                .await
-                .unwrap();
-            assert!(e.created);
-            tx.commit().await.unwrap();
-        }
-        Backend::Sqlite => {
-            let pool = db.store.sqlite_pool().unwrap();
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query("INSERT INTO payments VALUES (1, 100)")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            ferry::enqueue(&mut *tx, "onec_invoice", "1", &payload)
-                .await
-                .unwrap();
-            tx.rollback().await.unwrap();
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query("INSERT INTO payments VALUES (2, 100)")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            let e = ferry::enqueue(&mut *tx, "onec_invoice", "2", &payload)
-                .await
-                .unwrap();
-            assert!(e.created);
-            tx.commit().await.unwrap();
-        }
-    }
-    assert_eq!(count_rows(&db).await, 1);
-    assert_eq!(
-        db.scalar("SELECT count(*) FROM ferry_outbox WHERE key = '2' AND state = 'pending'")
-            .await,
-        1
-    );
-    assert_eq!(db.scalar("SELECT count(*) FROM payments").await, 1);
-}
-both_backends!(
-    transactional_enqueue,
-    rollback_leaves_nothing_commit_leaves_one
-);
-
-async fn duplicate_enqueue_gives_one_row(db: TestDb) {
-    let a = db
-        .store
-        .enqueue("onec_invoice", "42", &json!({"n": 1}))
-        .await
-        .unwrap();
-    let b = db
-        .store
-        .enqueue("onec_invoice", "42", &json!({"n": 2}))
-        .await
-        .unwrap();
-    assert!(a.created);
-    assert!(!b.created);
-    assert_eq!(a.id, b.id);
-    // The plain-SQL form, with every other column defaulted.
-    db.exec("INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('onec_invoice', '42', '{\"n\":3}') ON CONFLICT (workflow, key) DO NOTHING")
-        .await
-        .unwrap();
-    db.exec("INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('onec_invoice', '43', '{\"n\":4}')")
-        .await
-        .unwrap();
-    assert_eq!(count_rows(&db).await, 2);
-    let row = db.store.find("onec_invoice", "43").await.unwrap().unwrap();
-    assert_eq!(row.state, "pending");
-    assert_eq!(row.attempts, 0);
-    // The first payload stays.
-    let first = db.store.get(a.id).await.unwrap();
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&first.payload).unwrap(),
-        json!({"n": 1})
-    );
-    // A plain-SQL row is due at once.
-    let relay = Relay::new(db.store.clone(), CountingSink::ok(), fast_config());
-    let r = relay.drain().await.unwrap();
-    assert_eq!(r.done, 2);
-    // Invalid JSON is refused by the database, and nothing is added.
-    assert!(db
-        .exec("INSERT INTO ferry_outbox (workflow, key, payload) VALUES ('w', 'bad', '{not json')")
-        .await
-        .is_err());
-    // Unicode and SQL metacharacters in keys are data, not SQL.
-    let k = "ключ'; DROP TABLE ferry_outbox; --";
-    let e = db
-        .store
-        .enqueue("onec_invoice", k, &json!({}))
-        .await
-        .unwrap();
-    assert_eq!(db.store.get(e.id).await.unwrap().key, k);
-    assert_eq!(count_rows(&db).await, 3);
-}
-both_backends!(duplicate_enqueue, duplicate_enqueue_gives_one_row);
-
-async fn enqueue_refuses_bad_intents(db: TestDb) {
-    let big = "x".repeat(ferry::outbox::MAX_PAYLOAD_BYTES + 1);
-    let e = db
-        .store
-        .enqueue("w", "k", &json!({ "blob": big }))
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("over the limit"), "{e}");
-    let e = db.store.enqueue("", "k", &json!({})).await.unwrap_err();
-    assert!(e.to_string().contains("workflow name"), "{e}");
-    let e = db.store.enqueue("w", "", &json!({})).await.unwrap_err();
-    assert!(e.to_string().contains("key"), "{e}");
-    assert_eq!(count_rows(&db).await, 0);
-}
-both_backends!(bad_intents, enqueue_refuses_bad_intents);
 
 /// Two relays with separate pools drain 10,000 rows; every row is delivered exactly once.
 async fn two_relays_deliver_each_row_once(db: TestDb) {
@@ -271,7 +135,7 @@ async fn expired_lease_is_recovered_and_stale_completion_refused(db: TestDb) {
         vec![Recorded::Stale]
     );
     let row = db.store.get(e.id).await.unwrap();
-    assert_eq!(row.state, "done");
+    assert_eq!(row.state, State::Done);
     assert_eq!(row.attempts, 2, "the lost attempt counts");
     let history = db.store.attempts(e.id).await.unwrap();
     assert_eq!(history.len(), 2);
@@ -322,8 +186,8 @@ async fn reset_from_dead_by_sql_delivers_again(db: TestDb) {
     let relay = Relay::new(db.store.clone(), sink.clone(), fast_config());
     let r = relay.drain().await.unwrap();
     assert_eq!((r.done, r.dead, r.retried), (1, 1, 1));
-    assert_eq!(db.state_of(good.id).await, "done");
-    assert_eq!(db.state_of(later.id).await, "retry_wait");
+    assert_eq!(db.state_of(good.id).await, State::Done);
+    assert_eq!(db.state_of(later.id).await, State::RetryWait);
     // ferry_dead shows the reason and attempts.
     assert_eq!(db.scalar("SELECT count(*) FROM ferry_dead").await, 1);
     assert_eq!(
@@ -332,15 +196,15 @@ async fn reset_from_dead_by_sql_delivers_again(db: TestDb) {
     );
     // ferry_status: one dead row of w, one retry_wait row of w2, done rows not listed.
     let status = db.store.status().await.unwrap();
-    let lines: Vec<(String, String, i64)> = status
+    let lines: Vec<(String, State, i64)> = status
         .iter()
-        .map(|s| (s.workflow.clone(), s.state.clone(), s.rows))
+        .map(|s| (s.workflow.clone(), s.state, s.rows))
         .collect();
     assert_eq!(
         lines,
         vec![
-            ("w".into(), "dead".into(), 1),
-            ("w2".into(), "retry_wait".into(), 1)
+            ("w".into(), State::Dead, 1),
+            ("w2".into(), State::RetryWait, 1)
         ]
     );
     // The retry_wait row is not due: another drain leaves it.
@@ -361,7 +225,7 @@ async fn reset_from_dead_by_sql_delivers_again(db: TestDb) {
     assert_eq!(db.scalar("SELECT count(*) FROM ferry_dead").await, 0);
     let r = relay.drain().await.unwrap();
     assert_eq!(r.done, 2, "both reset rows are due at once");
-    assert_eq!(db.state_of(bad.id).await, "done");
+    assert_eq!(db.state_of(bad.id).await, State::Done);
     assert_eq!(db.store.get(bad.id).await.unwrap().attempts, 1);
     let history = db.store.attempts(bad.id).await.unwrap();
     assert_eq!(
@@ -374,119 +238,6 @@ async fn reset_from_dead_by_sql_delivers_again(db: TestDb) {
     assert!(db.store.status().await.unwrap().is_empty());
 }
 both_backends!(reset_by_sql, reset_from_dead_by_sql_delivers_again);
-
-/// The database refuses unknown states and moves the state machine does not have.
-async fn database_refuses_unknown_states(db: TestDb) {
-    let e = db.store.enqueue("w", "k", &json!({})).await.unwrap();
-    let err = db
-        .exec(&format!(
-            "UPDATE ferry_outbox SET state = 'paused' WHERE id = {}",
-            e.id
-        ))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("check"), "{err}");
-    assert_eq!(db.state_of(e.id).await, "pending");
-    assert!(db
-        .exec("INSERT INTO ferry_outbox (workflow, key, payload, state) VALUES ('w', 'x', '{}', 'bogus')")
-        .await
-        .is_err());
-    // pending -> done skips sending: refused.
-    let err = db
-        .exec(&format!(
-            "UPDATE ferry_outbox SET state = 'done' WHERE id = {}",
-            e.id
-        ))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("illegal state transition"),
-        "{err}"
-    );
-    // done is final. PostgreSQL reports a failed statement's error before it has rolled the
-    // statement back and released its row lock, so a claim right after may still skip the row
-    // (SKIP LOCKED); drain until it is taken.
-    let relay = Relay::new(db.store.clone(), CountingSink::ok(), fast_config());
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            relay.drain().await.unwrap();
-            db.state_of(e.id).await == "done"
-        })
-        .await
-    );
-    let err = db
-        .exec(&format!(
-            "UPDATE ferry_outbox SET state = 'pending' WHERE id = {}",
-            e.id
-        ))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("illegal state transition"),
-        "{err}"
-    );
-    assert_eq!(db.state_of(e.id).await, "done");
-    // The store's own reset says why in words.
-    let err = db.store.reset(e.id).await.unwrap_err();
-    assert!(
-        err.to_string().contains("only dead, retry_wait or sending"),
-        "{err}"
-    );
-}
-both_backends!(unknown_states_refused, database_refuses_unknown_states);
-
-/// Cancel moves a pending row to dead with the reason; a released row gets its attempt back.
-async fn cancel_and_release(db: TestDb) {
-    let a = db.store.enqueue("w", "a", &json!({})).await.unwrap();
-    db.store
-        .cancel(a.id, "cancelled by operator: order refunded")
-        .await
-        .unwrap();
-    let row = db.store.get(a.id).await.unwrap();
-    assert_eq!(row.state, "dead");
-    assert!(row.last_error.unwrap().contains("refunded"));
-    let b = db.store.enqueue("w", "b", &json!({})).await.unwrap();
-    let claimed = db
-        .store
-        .claim(1, Duration::from_secs(60), &[])
-        .await
-        .unwrap();
-    assert_eq!(claimed[0].id, b.id);
-    let release = Completion {
-        id: b.id,
-        token: claimed[0].token,
-        key: "b".into(),
-        attempt: 1,
-        outcome: Outcome::Release {
-            after: Duration::ZERO,
-        },
-        record: None,
-        on_done: None,
-    };
-    assert_eq!(
-        db.store.complete(&[release]).await.unwrap(),
-        vec![Recorded::Accepted]
-    );
-    let row = db.store.get(b.id).await.unwrap();
-    assert_eq!((row.state.as_str(), row.attempts), ("retry_wait", 0));
-    assert_eq!(db.store.attempts(b.id).await.unwrap().len(), 0);
-    // Skipped workflows are not claimed.
-    assert!(db
-        .store
-        .claim(10, Duration::from_secs(60), &["w".to_string()])
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        db.store
-            .claim(10, Duration::from_secs(60), &[])
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-}
-both_backends!(cancel_release, cancel_and_release);
 
 /// An idle relay whose poll interval is a minute still picks up a new intent at once.
 async fn idle_relay_wakes_on_commit(db: TestDb) {
@@ -623,116 +374,6 @@ async fn unreachable_database_is_named_without_password() {
     assert!(text.contains("127.0.0.1:1"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
-
-/// Batch enqueue in the caller's transaction: one row per new key, existing keys returned as
-/// they are, results in input order, and nothing at all if the transaction rolls back.
-async fn batch_enqueue_in_caller_transaction(db: TestDb) {
-    let before = db
-        .store
-        .enqueue("w", "k2", &json!({"old": true}))
-        .await
-        .unwrap();
-    let payloads: Vec<serde_json::Value> = (0..5).map(|i| json!({ "i": i })).collect();
-    let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
-    let items: Vec<(&str, &serde_json::Value)> = keys
-        .iter()
-        .map(String::as_str)
-        .zip(payloads.iter())
-        .collect();
-    let run = |commit: bool| {
-        let items = items.clone();
-        let db = &db;
-        async move {
-            match db.backend {
-                Backend::Postgres => {
-                    let mut tx = db.store.pg_pool().unwrap().begin().await.unwrap();
-                    let r = ferry::enqueue_many(&mut *tx, "w", &items).await.unwrap();
-                    if commit {
-                        tx.commit().await.unwrap()
-                    } else {
-                        tx.rollback().await.unwrap()
-                    }
-                    r
-                }
-                Backend::Sqlite => {
-                    let mut tx = db.store.sqlite_pool().unwrap().begin().await.unwrap();
-                    let r = ferry::enqueue_many(&mut *tx, "w", &items).await.unwrap();
-                    if commit {
-                        tx.commit().await.unwrap()
-                    } else {
-                        tx.rollback().await.unwrap()
-                    }
-                    r
-                }
-            }
-        }
-    };
-    run(false).await;
-    assert_eq!(count_rows(&db).await, 1, "rolled back batch leaves nothing");
-    let r = run(true).await;
-    assert_eq!(r.len(), 5);
-    assert_eq!(r.iter().filter(|e| e.created).count(), 4);
-    assert_eq!(r[2].id, before.id);
-    assert!(!r[2].created);
-    assert_eq!(count_rows(&db).await, 5);
-    let row = db.store.get(r[4].id).await.unwrap();
-    assert_eq!(row.key, "k4");
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&row.payload).unwrap(),
-        json!({"i": 4})
-    );
-}
-both_backends!(batch_enqueue, batch_enqueue_in_caller_transaction);
-
-/// The prune job deletes done rows past the retention together with their attempts, and
-/// leaves recent done rows, live rows and dead rows (and their history) alone.
-async fn prune_removes_old_done_rows_with_their_attempts(db: TestDb) {
-    let old = db.store.enqueue("w", "old", &json!({})).await.unwrap();
-    let recent = db.store.enqueue("w", "recent", &json!({})).await.unwrap();
-    let dead = db.store.enqueue("w", "dead", &json!({})).await.unwrap();
-    let sink = CountingSink::with(|row| match row.key.as_str() {
-        "dead" => Outcome::Dead {
-            reason: "no".into(),
-        },
-        _ => Outcome::Done,
-    });
-    Relay::new(db.store.clone(), sink, fast_config())
-        .drain()
-        .await
-        .unwrap();
-    let live = db.store.enqueue("w", "live", &json!({})).await.unwrap();
-    let long_ago = match db.backend {
-        Backend::Postgres => "now() - interval '30 days'",
-        Backend::Sqlite => "'2000-01-01T00:00:00.000Z'",
-    };
-    db.exec(&format!(
-        "UPDATE ferry_outbox SET done_at = {long_ago} WHERE id = {}",
-        old.id
-    ))
-    .await
-    .unwrap();
-    let n = db
-        .store
-        .prune_done(Duration::from_secs(21 * 24 * 3600))
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
-    assert!(db.store.get(old.id).await.is_err());
-    assert_eq!(
-        db.scalar(&format!(
-            "SELECT count(*) FROM ferry_attempts WHERE outbox_id = {}",
-            old.id
-        ))
-        .await,
-        0
-    );
-    for id in [recent.id, dead.id, live.id] {
-        db.store.get(id).await.unwrap();
-    }
-    assert_eq!(db.store.attempts(recent.id).await.unwrap().len(), 1);
-    assert_eq!(db.store.attempts(dead.id).await.unwrap().len(), 1);
-}
-both_backends!(prune, prune_removes_old_done_rows_with_their_attempts);
 
 /// SQLite: the claim uses the ordered due index and ferry_status never reads the done rows.
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use ferry::outbox::State;
 use ferry::testkit::{Reply, TargetServer};
 use serde_json::json;
 
@@ -277,7 +278,7 @@ async fn a_key_cannot_forge_log_lines() {
 
     let mut run = Proc::spawn(&env, &["run"], "run");
     let done = wait_until(Duration::from_secs(20), || async {
-        db.state_of(row.id).await == "done"
+        db.state_of(row.id).await == State::Done
     })
     .await;
     run.assert_running();

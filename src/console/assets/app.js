@@ -232,8 +232,8 @@ async function viewOverview(view, params) {
   const holds = h("div", { class: "panel", id: "holds" },
     h("div", { class: "panel-head" }, h("h2", {}, "Held back"), h("span", { class: "muted" }, "rows waiting for something other than their due time")),
     h("div", { class: "holds" },
-      holdCard("Paused workflows", o.holds.paused_workflows, (v) => v.length ? v.join(", ") : "none"),
-      holdCard("Blocked ordering groups", o.holds.blocked_groups, fmtNum),
+      holdCard("Paused (ferry pause)", o.holds.paused_workflows, (v) => v.length ? v.join(", ") : "none"),
+      holdCard("Blocked ordering groups", o.holds.blocked_groups, (n) => n ? fmtNum(n) + " (retry or release the dead row)" : "none"),
       holdCard("Held for target login", o.holds.login_held, fmtNum)));
 
   view.replaceChildren(

@@ -1,0 +1,1 @@
+SELECT id, state FROM ferry_outbox WHERE workflow = $1 AND key = $2

@@ -1,0 +1,1 @@
+SELECT id FROM ferry_outbox WHERE id = ?1
