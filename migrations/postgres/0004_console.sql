@@ -15,9 +15,10 @@
 -- and writes nothing unless a row moved into `done` or `dead`. Claims and lease renewals cost
 -- one scan of their own transition tables.
 --
--- Counter rows are split into slots by backend process (pg_backend_pid() % 16): two relays
--- recording outcomes of the same workflow at once update different rows, so neither waits for
--- the other's commit. Readers sum the slots.
+-- Counter rows are keyed by database session (slot = pg_backend_pid()): a relay's transaction
+-- only ever updates its own session's rows, so no two transactions wait for each other's
+-- commit, and no lock order between them can deadlock. Readers sum the slots; the prune job
+-- folds the rows of sessions that have ended into slot 0 (Store::fold_counters).
 
 CREATE TABLE ferry_totals (
     workflow  TEXT    NOT NULL,
@@ -25,7 +26,7 @@ CREATE TABLE ferry_totals (
     done      BIGINT  NOT NULL DEFAULT 0,
     PRIMARY KEY (workflow, slot)
 );
-COMMENT ON TABLE ferry_totals IS 'Rows that reached done, per workflow (sum the slots). Kept by a trigger; not reduced by pruning.';
+COMMENT ON TABLE ferry_totals IS 'Rows that reached done, per workflow (sum the slots: one per database session, 0 for ended ones). Kept by a trigger; not reduced by pruning.';
 
 CREATE TABLE ferry_minutes (
     minute    TIMESTAMPTZ NOT NULL,
@@ -74,7 +75,7 @@ BEGIN
          ON CONFLICT (minute, workflow, slot)
          DO UPDATE SET done = x.done + EXCLUDED.done, dead = x.dead + EXCLUDED.dead',
         TG_TABLE_SCHEMA)
-    USING wfs, dones, deads, pg_backend_pid() % 16;
+    USING wfs, dones, deads, pg_backend_pid();
     RETURN NULL;
 END $$;
 

@@ -427,6 +427,31 @@ impl Store {
             .collect()
     }
 
+    /// Sum the done-total rows of database sessions that have ended into one row per workflow
+    /// (PostgreSQL keeps one counter row per session, so that relays never wait on each other;
+    /// SQLite has one writer and one row). Rows of live sessions are left alone, so nothing a
+    /// relay is recording waits for this. Returns how many rows were folded.
+    pub async fn fold_counters(&self) -> Result<u64, StoreError> {
+        let Some(pool) = self.pg_pool() else {
+            return Ok(0);
+        };
+        let n: Option<i64> = sqlx::query_scalar(
+            "WITH gone AS ( \
+               DELETE FROM ferry_totals t \
+                WHERE t.slot <> 0 \
+                  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = t.slot) \
+               RETURNING t.workflow, t.done), \
+             folded AS ( \
+               INSERT INTO ferry_totals AS f (workflow, slot, done) \
+               SELECT workflow, 0, sum(done) FROM gone GROUP BY workflow \
+               ON CONFLICT (workflow, slot) DO UPDATE SET done = f.done + EXCLUDED.done) \
+             SELECT count(*) FROM gone",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
     /// Rows that reached `done`/`dead` per minute over the last `minutes` minutes (all workflows,
     /// or one), oldest first; minutes with none are left out.
     pub async fn minute_counts(

@@ -774,13 +774,54 @@ async fn counters_follow_state_changes(db: TestDb) {
     db.exec(&format!("DELETE FROM ferry_outbox WHERE id = {}", done[0]))
         .await
         .unwrap();
-    assert_eq!(
+    let total = || async {
         db.scalar(
-            "SELECT CAST(sum(done) AS BIGINT) FROM ferry_totals WHERE workflow = 'partner_hoa_don'"
+            "SELECT CAST(sum(done) AS BIGINT) FROM ferry_totals WHERE workflow = 'partner_hoa_don'",
         )
-        .await,
-        5
-    );
+        .await
+    };
+    assert_eq!(total().await, 5);
+    // PostgreSQL: one counter row per database session; the prune job folds those of ended
+    // sessions into slot 0, and the total stays what it was.
+    if db.backend == Backend::Postgres {
+        use sqlx::Connection;
+        let id = enqueue(&db, "partner_hoa_don", &[("by-session", "HD-S")]).await[0];
+        let mut conn = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+        let schema = db.schema().unwrap();
+        for state in ["sending", "done"] {
+            sqlx::query(&format!(
+                "UPDATE \"{schema}\".ferry_outbox SET state = '{state}' WHERE id = $1"
+            ))
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        assert_eq!(total().await, 6);
+        let ended = wait_until(Duration::from_secs(10), || async {
+            db.scalar(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
+            ))
+            .await
+                == 0
+        })
+        .await;
+        assert!(ended, "session {pid} did not end");
+        assert!(db.store.fold_counters().await.unwrap() >= 1);
+        assert_eq!(
+            db.scalar(&format!(
+                "SELECT count(*) FROM ferry_totals WHERE slot = {pid}"
+            ))
+            .await,
+            0
+        );
+        assert_eq!(total().await, 6, "folding keeps the total");
+    }
     target.shutdown().await;
 }
 both_backends!(counters_follow_state_changes, counters_follow_state_changes);
