@@ -200,7 +200,51 @@ pub const SETTINGS: &[Setting] = &[
         what: "cron schedule of the prune job: 5 fields, or 6 with seconds first; UTC unless it starts with CRON_TZ=<zone>",
     },
     DB_MAX_CONNECTIONS,
+    Setting {
+        name: "FERRY_CONSOLE",
+        default: "auto",
+        allowed: Allowed::Text("auto, on or off"),
+        what: "operator console at / of FERRY_METRICS_ADDR in `ferry run`; auto: only on a loopback address",
+    },
+    Setting {
+        name: "FERRY_CONSOLE_ADDR",
+        default: "127.0.0.1:9465",
+        allowed: Allowed::Text("host:port"),
+        what: "address `ferry console` listens on",
+    },
+    Setting {
+        name: "FERRY_CONSOLE_TOKEN",
+        default: "(none: read-only)",
+        allowed: Allowed::Text("16 to 256 printable ASCII characters, no spaces"),
+        what: "operator token the console's actions need (Authorization: Bearer)",
+    },
+    Setting {
+        name: "FERRY_CONSOLE_HIDE_PAYLOAD",
+        default: "false",
+        allowed: Allowed::Text("true or false"),
+        what: "never show payloads in the console (personal data)",
+    },
 ];
+
+/// Whether `ferry run` serves the console next to `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleMode {
+    /// Only when the address is a loopback one (safe by default).
+    Auto,
+    On,
+    Off,
+}
+
+/// The console's settings.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub mode: ConsoleMode,
+    /// Where `ferry console` listens.
+    pub addr: String,
+    /// The operator token; `None`: read-only. Debug shows `***`.
+    pub token: Option<crate::workflow::Secret>,
+    pub hide_payload: bool,
+}
 
 /// `FERRY_*` variables read outside [`SETTINGS`]: the config file's name, the build's git commit
 /// (`build.rs`), and the knobs of the tests and benchmarks. Setting one is never a mistake.
@@ -208,6 +252,8 @@ pub const OTHER_VARIABLES: &[&str] = &[
     "FERRY_CONFIG",
     "FERRY_GIT_COMMIT",
     "FERRY_TEST_PG_URL",
+    "FERRY_TEST_CHROMIUM",
+    "FERRY_TEST_CHROMEDRIVER",
     "FERRY_FAULT_SEED",
     "FERRY_SOAK",
     "FERRY_BENCH_PG_URL",
@@ -317,6 +363,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub retention: Duration,
     pub prune_schedule: String,
+    pub console: ConsoleSettings,
 }
 
 /// Where values come from, highest priority last.
@@ -578,7 +625,9 @@ impl Config {
             .to_string();
         crate::cron::Schedule::parse(&prune_schedule)
             .map_err(|e| bad("FERRY_PRUNE_SCHEDULE", format!("'{prune_schedule}' {e}")))?;
+        let console = console_settings(src)?;
         Ok(Config {
+            console,
             store,
             workflows_dir: PathBuf::from(src.get("FERRY_WORKFLOWS").unwrap_or("./workflows")),
             metrics_addr: metrics_addr.map(str::to_string),
@@ -596,6 +645,65 @@ impl Config {
     pub fn env_lookup(src: &Sources) -> impl Fn(&str) -> Option<String> + '_ {
         move |name| src.get(name).map(str::to_string)
     }
+}
+
+fn console_settings(src: &Sources) -> Result<ConsoleSettings, ConfigError> {
+    let mode = match src
+        .get("FERRY_CONSOLE")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("auto") => ConsoleMode::Auto,
+        Some("on" | "true" | "1" | "yes") => ConsoleMode::On,
+        Some("off" | "false" | "0" | "no") => ConsoleMode::Off,
+        Some(v) => {
+            return Err(bad(
+                "FERRY_CONSOLE",
+                format!("'{v}' is not allowed: expected auto, on or off"),
+            ))
+        }
+    };
+    let addr = src
+        .get("FERRY_CONSOLE_ADDR")
+        .map(str::trim)
+        .unwrap_or("127.0.0.1:9465")
+        .to_string();
+    check_listen_addr(&addr).map_err(|problem| {
+        bad(
+            "FERRY_CONSOLE_ADDR",
+            format!("'{addr}' is not allowed: {problem}; expected host:port"),
+        )
+    })?;
+    let token = match src.get("FERRY_CONSOLE_TOKEN") {
+        None => None,
+        Some(t) => {
+            let t = t.trim();
+            let printable = t.chars().all(|c| c.is_ascii_graphic());
+            let n = t.chars().count();
+            if !printable || !(16..=256).contains(&n) {
+                // The value is a secret: say what is wrong with it, never what it is.
+                return Err(bad(
+                    "FERRY_CONSOLE_TOKEN",
+                    format!(
+                        "the token is not allowed ({}): expected {}",
+                        if printable {
+                            format!("{n} characters")
+                        } else {
+                            "it has spaces or characters that are not printable ASCII".into()
+                        },
+                        allowed_text("FERRY_CONSOLE_TOKEN")
+                    ),
+                ));
+            }
+            Some(crate::workflow::Secret::new(t))
+        }
+    };
+    Ok(ConsoleSettings {
+        mode,
+        addr,
+        token,
+        hide_payload: boolean(src, "FERRY_CONSOLE_HIDE_PAYLOAD", false)?,
+    })
 }
 
 /// The rule `Store::open` applies to a PostgreSQL schema name, checked up front.
@@ -792,6 +900,46 @@ mod tests {
         assert!(e.contains("unknown time zone 'Moscow'"), "{e}");
         let c = Config::from_sources(&src(&[("FERRY_SCHEMA", "ferry_t_01")])).unwrap();
         assert_eq!(c.store.schema.as_deref(), Some("ferry_t_01"));
+    }
+
+    #[test]
+    fn console_settings_are_checked_and_the_token_never_shown() {
+        let c = Config::from_sources(&src(&[])).unwrap();
+        assert_eq!(c.console.mode, ConsoleMode::Auto);
+        assert_eq!(c.console.addr, "127.0.0.1:9465");
+        assert!(c.console.token.is_none() && !c.console.hide_payload);
+        let c = Config::from_sources(&src(&[
+            ("FERRY_CONSOLE", "off"),
+            ("FERRY_CONSOLE_TOKEN", "0123456789abcdef-secret"),
+            ("FERRY_CONSOLE_HIDE_PAYLOAD", "true"),
+            ("FERRY_CONSOLE_ADDR", "0.0.0.0:8080"),
+        ]))
+        .unwrap();
+        assert_eq!(c.console.mode, ConsoleMode::Off);
+        assert!(c.console.hide_payload);
+        assert_eq!(
+            c.console.token.as_ref().map(|t| t.expose()),
+            Some("0123456789abcdef-secret")
+        );
+        assert!(!format!("{c:?}").contains("0123456789abcdef-secret"));
+        for (k, v, needle) in [
+            ("FERRY_CONSOLE", "sometimes", "auto, on or off"),
+            ("FERRY_CONSOLE_ADDR", "127.0.0.1", "no port"),
+            ("FERRY_CONSOLE_TOKEN", "short-secret", "12 characters"),
+            (
+                "FERRY_CONSOLE_TOKEN",
+                "with spaces in the token",
+                "not printable",
+            ),
+            ("FERRY_CONSOLE_HIDE_PAYLOAD", "perhaps", "true or false"),
+        ] {
+            let e = error(&[(k, v)]);
+            assert!(e.starts_with(&format!("{k}: ")), "{e}");
+            assert!(e.contains(needle), "{e}");
+            if k == "FERRY_CONSOLE_TOKEN" {
+                assert!(!e.contains(v), "the token is shown: {e}");
+            }
+        }
     }
 
     #[test]

@@ -291,6 +291,9 @@ pub async fn run_job(
         JobKind::Prune { retention } => {
             let n = store.prune_done(*retention).await?;
             let orphans = store.sweep_orphan_attempts().await?;
+            // The console's done totals: one counter row per database session that recorded
+            // outcomes; those of sessions that have ended are summed into one.
+            store.fold_counters().await?;
             Ok(format!(
                 "pruned {n} done rows older than {} and {orphans} attempts of rows that no longer exist",
                 humantime::format_duration(*retention)

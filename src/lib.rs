@@ -29,6 +29,7 @@
 //! * [`documents`]: typed documents and their validation (1C invoice, phiếu nhập/xuất, hóa đơn).
 //! * [`export`]: the 1C invoice flow (paid orders only, never twice, flag set on success).
 //! * [`ops`]: metrics, the health/metrics HTTP endpoints, logging; [`cron`]: periodic jobs.
+//! * [`console`]: the operator console, a web page and a JSON API on [`service::Operator`].
 //! * [`config`]: settings in layers (defaults, file, environment, flags), validated.
 //! * [`cli`]: parsing and rendering; [`text`]: plain-text helpers shared by the front doors.
 //! * `testkit` and `demo` (cargo feature `demo`, on by default): a scriptable HTTP/1.1 target on
@@ -40,6 +41,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod cron;
 pub mod delivery;
 #[cfg(feature = "demo")]

@@ -19,7 +19,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Allowed, Config, Sources, SETTINGS};
+use crate::config::{Allowed, Config, ConsoleMode, Sources, SETTINGS};
+use crate::console::{ConsoleConfig, ConsoleOptions};
 use crate::export::ExportReport;
 use crate::ops::{LogConfig, LogFormat};
 use crate::outbox::{ListFilter, State, Store};
@@ -68,8 +69,12 @@ enum Command {
     /// (with injected failures), a batch of paid orders and partner documents, the real relay.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
-    /// Rows per workflow and live state (the ferry_status view).
+    /// Rows per workflow and live state (the ferry_status view), and rows ever done.
     Status,
+    /// Serve the operator console (a web page and a JSON API) on this database, without
+    /// relaying: overview, rows, retry and cancel. `ferry run` serves it too, at / of its
+    /// metrics address.
+    Console(ConsoleArgs),
     /// List rows, newest first.
     List {
         /// pending, sending, retry_wait, done or dead.
@@ -91,6 +96,9 @@ enum Command {
         dead: bool,
         #[arg(long, requires = "dead")]
         workflow: Option<String>,
+        /// Why (recorded with the action in ferry_actions).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Release a dead row from its ordering group: it stays dead (recorded: when, by whom,
     /// why), and the later rows of its group are delivered without it.
@@ -192,6 +200,16 @@ enum WorkflowsCommand {
 }
 
 #[derive(Debug, Args)]
+struct ConsoleArgs {
+    /// Listen here; overrides FERRY_CONSOLE_ADDR (default 127.0.0.1:9465).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Do not apply migrations on start.
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+#[derive(Debug, Args)]
 struct RunArgs {
     /// Do not apply migrations on start.
     #[arg(long)]
@@ -244,20 +262,18 @@ impl Ctx {
             .with_context(|| "opening the database (DATABASE_URL)".to_string())
     }
 
-    /// The operator actions on this installation's store and workflows.
+    /// The operator actions on this installation's store and workflows, recorded as done by
+    /// `cli:<user>`.
     async fn operator(&self) -> Result<Operator> {
-        Ok(Operator::new(
-            self.store().await?,
-            &self.config.workflows_dir,
-        ))
+        Ok(Operator::new(self.store().await?, &self.config.workflows_dir).acting_as(cli_actor()))
     }
 
     /// The operator actions, on a store whose schema is made sure of first.
     async fn migrated_operator(&self) -> Result<Operator> {
-        Ok(Operator::new(
-            self.migrated_store().await?,
-            &self.config.workflows_dir,
-        ))
+        Ok(
+            Operator::new(self.migrated_store().await?, &self.config.workflows_dir)
+                .acting_as(cli_actor()),
+        )
     }
 
     /// Open the store and make sure the schema exists (cheap when it does).
@@ -311,6 +327,11 @@ impl Ctx {
             println!("{}", human());
         }
     }
+}
+
+/// Who the CLI's actions are recorded as in `ferry_actions`: `cli:<login name>`.
+fn cli_actor() -> String {
+    format!("cli:{}", operator_name())
 }
 
 fn init_cli_logging(config: &Config) {
@@ -381,6 +402,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Run(args) => return run(&ctx, args).await,
+        Command::Console(args) => return console(&ctx, args).await,
         #[cfg(feature = "demo")]
         Command::Demo(args) => return crate::demo::run(args).await,
         _ => {
@@ -572,11 +594,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 render_show(&detail.row, &detail.attempts)
             });
         }
-        Command::Retry { id, dead, workflow } => {
+        Command::Retry {
+            id,
+            dead,
+            workflow,
+            reason,
+        } => {
             let operator = ctx.operator().await?;
             match (id, dead) {
                 (Some(id), false) => {
-                    operator.retry(id).await?;
+                    operator.retry(id, reason.as_deref()).await?;
                     ctx.print(&serde_json::json!({"reset": [id]}), || {
                         format!("row {id} reset to pending: due now with a fresh attempt budget")
                     });
@@ -647,7 +674,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => return export_invoice_command(&ctx, &order_id, &workflow, wait, timeout).await,
         #[cfg(feature = "demo")]
         Command::Demo(_) => unreachable!("handled above"),
-        Command::Run(_) => unreachable!("handled above"),
+        Command::Run(_) | Command::Console(_) => unreachable!("handled above"),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -937,6 +964,100 @@ fn workflows_check(ctx: &Ctx, strict: bool) -> Result<ExitCode> {
     })
 }
 
+/// The console `ferry run` serves next to `/metrics`, as FERRY_CONSOLE says: `auto` serves it
+/// only on a loopback address.
+fn console_options(config: &Config, metrics_addr: Option<&str>) -> Option<ConsoleOptions> {
+    let addr = metrics_addr?;
+    let loopback = crate::console::addr_is_loopback(addr);
+    match config.console.mode {
+        ConsoleMode::Off => return None,
+        ConsoleMode::Auto if !loopback => {
+            tracing::info!(
+                addr,
+                "operator console not served: the metrics address is not a loopback one (FERRY_CONSOLE=on serves it there)"
+            );
+            return None;
+        }
+        _ => {}
+    }
+    Some(ConsoleOptions {
+        workflows_dir: config.workflows_dir.clone(),
+        config: console_config(config, loopback),
+    })
+}
+
+fn console_config(config: &Config, loopback: bool) -> ConsoleConfig {
+    ConsoleConfig {
+        token: config
+            .console
+            .token
+            .as_ref()
+            .map(|t| t.expose().to_string()),
+        hide_payload: config.console.hide_payload,
+        loopback_hosts_only: loopback,
+    }
+}
+
+/// `ferry console`: the console on its own address, no relay.
+async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<ExitCode> {
+    let config = &ctx.config;
+    let _log = crate::ops::logging::init(&LogConfig {
+        format: if config.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        },
+        filter: config.log_filter.clone(),
+        dir: None,
+        file_name: "ferry-console.log".into(),
+        stderr: true,
+    })?;
+    let addr = args.addr.unwrap_or_else(|| config.console.addr.clone());
+    let store = ctx.store().await?;
+    if !args.no_migrate {
+        store.migrate().await.context("applying migrations")?;
+    }
+    let operator = Operator::new(store.clone(), &config.workflows_dir);
+    let router = crate::console::router(
+        operator,
+        console_config(config, crate::console::addr_is_loopback(&addr)),
+        None,
+    );
+    let shutdown = CancellationToken::new();
+    service::spawn_signal_handler(shutdown.clone(), Duration::from_secs(5));
+    let s = store.clone();
+    let ready: crate::ops::ReadyCheck = Arc::new(move || {
+        let s = s.clone();
+        Box::pin(async move {
+            s.ping()
+                .await
+                .map_err(|e| format!("database unreachable: {e}"))
+        })
+    });
+    let server = crate::ops::serve_with(
+        &addr,
+        Arc::new(crate::ops::Metrics::new()),
+        ready,
+        shutdown.clone(),
+        router,
+    )
+    .await?;
+    println!(
+        "ferry console on http://{}/ ({}; database {}); Ctrl-C stops it",
+        server.addr,
+        if config.console.token.is_some() {
+            "actions need the operator token"
+        } else {
+            "read-only: set FERRY_CONSOLE_TOKEN to allow actions"
+        },
+        store.url()
+    );
+    shutdown.cancelled().await;
+    server.join().await;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The cron jobs `run` would schedule: prune, and the reconcile sweep of each configured
 /// workflow that has one.
 fn cron_schedules(ctx: &Ctx, registry: &Registry) -> Vec<(String, crate::cron::Schedule)> {
@@ -1007,8 +1128,10 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     }
     let shutdown = CancellationToken::new();
     service::spawn_signal_handler(shutdown.clone(), relay.shutdown_grace);
+    let console = console_options(config, metrics_addr.as_deref());
     let opts = DaemonOptions {
         relay,
+        console,
         metrics_addr,
         prune,
         retention: config.retention,
@@ -1024,7 +1147,8 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
 
 /// The `ferry_status` lines as a table.
 fn status_table(lines: &[crate::outbox::StatusLine]) -> String {
-    table(
+    let done = crate::outbox::State::Done;
+    let mut out = table(
         &["WORKFLOW", "STATE", "ROWS", "OLDEST DUE (s)"],
         lines
             .iter()
@@ -1033,11 +1157,24 @@ fn status_table(lines: &[crate::outbox::StatusLine]) -> String {
                     l.workflow.clone(),
                     l.state.to_string(),
                     l.rows.to_string(),
-                    format!("{:.1}", l.oldest_due_age_s),
+                    if l.state == done {
+                        "-".into()
+                    } else {
+                        format!("{:.1}", l.oldest_due_age_s)
+                    },
                 ]
             })
             .collect(),
-    )
+    );
+    if lines.iter().any(|l| l.state == done) {
+        out.push_str(
+            "\ndone: rows ever delivered (kept by the database, not lowered by pruning); the other states: rows now",
+        );
+    }
+    if lines.iter().all(|l| l.state == done) {
+        out.push_str("\nnothing pending, in flight, waiting or dead");
+    }
+    out
 }
 
 /// Who runs an operator action, as recorded on the row or the pause: the login name, or

@@ -352,6 +352,15 @@ impl Metrics {
         }
     }
 
+    /// The circuit state of every target whose circuit changed since start (the others are
+    /// closed), sorted by target.
+    pub fn circuits(&self) -> Vec<(String, CircuitGauge)> {
+        lock(&self.circuits)
+            .iter()
+            .map(|(t, s)| (t.clone(), *s))
+            .collect()
+    }
+
     pub fn store_error(&self) {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
     }

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 pub use logging::{LogConfig, LogFormat, LogGuard};
 pub use metrics::{CircuitGauge, Metrics};
 pub use observe::MetricsObserver;
-pub use server::{serve, OpsServer, ReadyCheck};
+pub use server::{serve, serve_with, OpsServer, ReadyCheck};
 
 /// Errors from setting up metrics serving or logging.
 #[derive(Debug, thiserror::Error)]

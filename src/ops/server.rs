@@ -81,10 +81,22 @@ pub async fn serve(
     ready: ReadyCheck,
     shutdown: CancellationToken,
 ) -> Result<OpsServer, OpsError> {
-    serve_with_ready_timeout(addr, metrics, ready, shutdown, READY_TIMEOUT).await
+    serve_with_ready_timeout(addr, metrics, ready, shutdown, READY_TIMEOUT, Router::new()).await
 }
 
-/// [`serve`] with a custom readiness timeout; exists so tests need not wait
+/// [`serve`], plus the routes of `extra` (the operator console at `/` and `/api/`) on the same
+/// listener. `extra` must not set a fallback: unknown paths stay 404.
+pub async fn serve_with(
+    addr: &str,
+    metrics: Arc<Metrics>,
+    ready: ReadyCheck,
+    shutdown: CancellationToken,
+    extra: Router,
+) -> Result<OpsServer, OpsError> {
+    serve_with_ready_timeout(addr, metrics, ready, shutdown, READY_TIMEOUT, extra).await
+}
+
+/// [`serve_with`] with a custom readiness timeout; exists so tests need not wait
 /// the full production timeout.
 pub(crate) async fn serve_with_ready_timeout(
     addr: &str,
@@ -92,6 +104,7 @@ pub(crate) async fn serve_with_ready_timeout(
     ready: ReadyCheck,
     shutdown: CancellationToken,
     ready_timeout: Duration,
+    extra: Router,
 ) -> Result<OpsServer, OpsError> {
     let bind_error = |e: std::io::Error| OpsError::Bind {
         addr: addr.to_owned(),
@@ -102,11 +115,14 @@ pub(crate) async fn serve_with_ready_timeout(
         .map_err(bind_error)?;
     let local = listener.local_addr().map_err(bind_error)?;
 
-    let app = router(AppState {
-        metrics,
-        ready,
-        ready_timeout,
-    });
+    let app = router(
+        AppState {
+            metrics,
+            ready,
+            ready_timeout,
+        },
+        extra,
+    );
 
     let task = tokio::spawn(async move {
         let result = axum::serve(listener, app)
@@ -133,13 +149,14 @@ fn describe_bind_error(e: &std::io::Error) -> String {
     }
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, extra: Router) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(not_found)
         .with_state(state)
+        .merge(extra)
+        .fallback(not_found)
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> Response {
@@ -201,6 +218,7 @@ mod tests {
             ready,
             shutdown.clone(),
             Duration::from_millis(200),
+            Router::new(),
         )
         .await
         .expect("bind 127.0.0.1:0");

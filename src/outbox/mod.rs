@@ -26,6 +26,7 @@
 //! now). Rows come back typed: [`State`], [`AttemptOutcome`] and `DateTime<Utc>`, decoded by
 //! sqlx from each backend's columns.
 
+pub mod browse;
 pub mod dynamic;
 mod enqueue;
 pub mod sql;

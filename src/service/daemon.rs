@@ -135,6 +135,8 @@ pub struct DaemonOptions {
     pub relay: RelayConfig,
     /// `/metrics`, `/healthz`, `/readyz` on this address; `None` serves nothing.
     pub metrics_addr: Option<String>,
+    /// The operator console at `/` of the same address; `None` serves none.
+    pub console: Option<crate::console::ConsoleOptions>,
     /// The prune job's schedule and what it keeps.
     pub prune: crate::cron::Schedule,
     pub retention: Duration,
@@ -171,7 +173,21 @@ pub async fn run_daemon(
                         .map_err(|e| format!("relay cannot claim: {e}"))
                 })
             });
-            Some(crate::ops::serve(addr, metrics.clone(), ready, shutdown.clone()).await?)
+            let console = match &opts.console {
+                Some(c) => crate::console::router(
+                    super::Operator::new(store.clone(), &c.workflows_dir),
+                    c.config.clone(),
+                    Some(metrics.clone()),
+                ),
+                None => axum::Router::new(),
+            };
+            let server =
+                crate::ops::serve_with(addr, metrics.clone(), ready, shutdown.clone(), console)
+                    .await?;
+            if opts.console.is_some() {
+                tracing::info!(url = %format!("http://{}/", server.addr), "operator console");
+            }
+            Some(server)
         }
         None => None,
     };

@@ -11,7 +11,10 @@ pub mod daemon;
 pub mod operator;
 
 pub use daemon::{run_daemon, spawn_signal_handler, DaemonOptions, Engine, RunningEngine};
-pub use operator::{BulkAction, BulkFilter, BulkReport, EnqueueReport, Operator, RowDetail};
+pub use operator::{
+    ActionReport, BulkAction, BulkFilter, BulkPreview, BulkReport, Counts, EnqueueReport, Holds,
+    Operator, Overview, RowDetail, RowFilter, RowView, TargetLine, WorkflowLine, BULK_MAX,
+};
 
 /// What a service call can fail with, naming the problem.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,9 @@ pub enum ServiceError {
     InvalidPayload(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The rows changed since the operator looked (a bulk action's preview no longer holds).
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Ops(#[from] crate::ops::OpsError),
 }

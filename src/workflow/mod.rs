@@ -144,8 +144,10 @@ pub struct WorkflowSummary {
     pub file: PathBuf,
     pub document: DocumentKind,
     pub source: Option<SourceSql>,
-    /// The payload field that names the document (its code in logs and `ferry replay`).
+    /// The payload field holding the document code (`identify_by`), if the file names one.
     pub identify_by: Option<String>,
+    /// The target's name (`[target] name`), as written.
+    pub target: Option<String>,
 }
 
 impl From<&Workflow> for WorkflowSummary {
@@ -156,6 +158,7 @@ impl From<&Workflow> for WorkflowSummary {
             document: w.document,
             source: w.source.clone(),
             identify_by: w.identify_by.clone(),
+            target: Some(w.target.name.clone()),
         }
     }
 }
@@ -234,7 +237,28 @@ pub fn peek(dir: &Path, name: &str) -> Result<WorkflowSummary, WorkflowError> {
             items_sql: s.items_sql,
         }),
         identify_by: raw.identify_by,
+        target: Some(raw.target.name),
     })
+}
+
+/// [`peek`] at every `*.toml` file of `dir`, sorted by name; files that cannot be read as a
+/// summary are left out (`ferry workflows check` names their problems).
+pub fn peek_all(dir: &Path) -> Vec<WorkflowSummary> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+        .iter()
+        .filter_map(|name| peek(dir, name).ok())
+        .collect()
 }
 
 /// A periodic sweep that finds documents that should have been exported.

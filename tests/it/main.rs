@@ -2,6 +2,7 @@
 
 mod binary;
 mod cli_polish;
+mod console;
 mod contract;
 mod delivery;
 mod delivery_seams;
