@@ -1069,6 +1069,7 @@ mod browser {
     /// Start chromedriver and Chromium. Panics (the test fails, it is never skipped) when either
     /// cannot start: `.ci/run` installs Debian's chromium and chromium-driver.
     pub async fn start() -> Browser {
+        install_browser_once();
         let profile = TempDir::new();
         let port = free_port();
         let chromedriver = program("FERRY_TEST_CHROMEDRIVER", "chromedriver");
@@ -1551,4 +1552,35 @@ async fn browser_actions_need_the_token() {
     console.sigterm();
     console.wait_exit(Duration::from_secs(20)).await;
     target.shutdown().await;
+}
+
+/// On a fresh machine the README's test command must pass on its own: when chromedriver is not
+/// on PATH (and no `FERRY_TEST_CHROMEDRIVER` names one), install Debian's chromium and
+/// chromium-driver once, as `.ci/run` does. A failed install makes the tests fail when the
+/// browser cannot start; they are never skipped.
+fn install_browser_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("FERRY_TEST_CHROMEDRIVER").is_some() {
+            return;
+        }
+        let found = std::process::Command::new("sh")
+            .args(["-c", "command -v chromedriver && command -v chromium"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if found {
+            return;
+        }
+        eprintln!("console tests: chromium/chromedriver missing; installing Debian's packages");
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sudo=''; [ \"$(id -u)\" = 0 ] || sudo=sudo; \
+                 $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+                 --no-install-recommends chromium chromium-driver",
+            ])
+            .status();
+    });
 }

@@ -272,6 +272,11 @@ async fn check_example(db: &TestDb, report: &Value, prefix: &str) {
 async fn the_python_example_enqueues_in_its_transaction() {
     let db = TestDb::new(Backend::Postgres).await;
     let dir = examples().join("python");
+    provision(
+        &dir,
+        ".venv/bin/python",
+        "python3 -m venv .venv && .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt",
+    );
     let venv = dir.join(".venv/bin/python");
     let python = if venv.exists() {
         venv
@@ -286,10 +291,34 @@ async fn the_python_example_enqueues_in_its_transaction() {
 async fn the_node_example_enqueues_in_its_transaction() {
     let db = TestDb::new(Backend::Postgres).await;
     let dir = examples().join("node");
+    provision(
+        &dir,
+        "node_modules/pg",
+        "npm ci --no-audit --no-fund --silent",
+    );
     assert!(
         dir.join("node_modules/pg").is_dir(),
         "examples/node/node_modules/pg is missing; {SETUP}"
     );
     let report = run_example(Path::new("node"), Path::new("enqueue.mjs"), &dir, &db);
     check_example(&db, &report, "HD-JS-").await;
+}
+
+/// On a fresh machine the README's test command must pass on its own: install an example's
+/// packages when `marker` is missing (as `.ci/run` does). A failed install makes the test fail
+/// below with the set-up command; it is never skipped.
+fn provision(dir: &Path, marker: &str, command: &str) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if dir.join(marker).exists() {
+        return;
+    }
+    eprintln!(
+        "{}: installing the example's packages: {command}",
+        dir.display()
+    );
+    let _ = std::process::Command::new("sh")
+        .args(["-c", command])
+        .current_dir(dir)
+        .status();
 }
