@@ -11,10 +11,10 @@
 //!                               └──────────── outcome (done / retry / dead) ◀──┘
 //! ```
 //!
-//! Front doors (the `ferry` binary's [`cli`], the demo, a console) call the [`service`] layer:
+//! Front doors (the `ferry` binary's [`cli`], the demo, the [`console`]) call the [`service`] layer:
 //! it builds and runs the engine once for everyone ([`service::Engine`], [`service::run_daemon`])
 //! and holds the typed operator actions ([`service::Operator`]). Imports point inward only:
-//! `cli`/`demo` → `service` → `relay`/`delivery` → `outbox`/`workflow`/`documents`.
+//! `cli`/`demo`/`console` → `service` → `relay`/`delivery` → `outbox`/`workflow`/`documents`.
 //!
 //! * [`service`]: the engine builder and the operator actions.
 //! * [`outbox`]: the persisted state machine, enqueue, and the store: a façade over a written
