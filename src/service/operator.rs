@@ -174,7 +174,6 @@ pub struct BulkReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionReport {
     pub id: i64,
-    #[serde(serialize_with = "state_name")]
     pub state: State,
     /// False when the row was already in the state asked for (nothing recorded).
     pub changed: bool,
@@ -186,7 +185,6 @@ pub struct ActionReport {
 pub struct EnqueueReport {
     pub id: i64,
     pub created: bool,
-    #[serde(serialize_with = "state_name")]
     pub state: State,
     /// When the row existed already and is dead: why (nothing will deliver it until retried).
     pub dead_reason: Option<String>,
@@ -886,8 +884,4 @@ impl Operator {
         let wf = self.workflow(workflow)?;
         Ok(crate::export::export_invoice(&self.store, wf, order_id).await?)
     }
-}
-
-fn state_name<S: serde::Serializer>(state: &State, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(state.as_str())
 }
